@@ -1,0 +1,257 @@
+"""The ``activescale`` command line.
+
+    activescale validate SWEEP.yaml        expand the grid, print the run table
+    activescale run SWEEP.yaml             validate -> register -> execute -> report
+    activescale status SWEEP               where the sweep stands (YAML path or sweep name)
+    activescale report SWEEP [SWEEP ...]   fits, comparisons, report.html
+
+Every user error is an ``ActivescaleError``: one message, exit code 2, nothing half-done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestrator.errors import ActivescaleError, SweepSpecError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving a sweep from a YAML path or a name
+
+
+@dataclass(frozen=True)
+class SweepLocation:
+    """Where a registered sweep's store and MLflow data live."""
+
+    name: str
+    store_url: str
+    tracking_uri: str
+    workdir: Path
+
+
+def locate(ref: str, overrides: Sequence[str] = (), store: str | None = None) -> SweepLocation:
+    """A sweep from its YAML file, or by name from its default work directory runs/NAME."""
+    from orchestrator.spec import load_sweep
+    from orchestrator.store import RunStore
+
+    if ref.endswith((".yaml", ".yml")) or Path(ref).is_file():
+        sweep = load_sweep(ref, overrides)
+        return SweepLocation(
+            sweep.name, store or sweep.store_url, sweep.tracking_uri, sweep.workdir
+        )
+    workdir = (Path("runs") / ref).resolve()
+    url = store or f"sqlite:///{workdir / 'store.db'}"
+    if store is None and not (workdir / "store.db").exists():
+        raise SweepSpecError(
+            f"no sweep named {ref!r} under {workdir.parent}; pass the sweep's YAML file, "
+            "or --store URL for a store elsewhere"
+        )
+    row = RunStore(url).sweep(ref)
+    if row is None:
+        raise SweepSpecError(f"the store {url} has no sweep named {ref!r}; run it first")
+    spec = json.loads(row.spec)
+    return SweepLocation(ref, url, spec["tracking_uri"], Path(spec["workdir"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from orchestrator.spec import load_sweep
+
+    sweep = load_sweep(args.sweep, args.override)
+    table = Table(title=f"sweep {sweep.name}: {len(sweep.runs)} runs")
+    axes = list(sweep.grid)
+    table.add_column("run id", style="cyan")
+    for axis in axes:
+        table.add_column(axis)
+    for run in sweep.runs:
+        table.add_row(run.run_id, *(str(run.label.get(a, "")) for a in axes))
+    console.print(table)
+    grid_points = 1
+    for values in sweep.grid.values():
+        grid_points *= len(values)
+    merged = grid_points - len(sweep.runs)
+    note = f" ({merged} grid points merged: settings their policy ignores)" if merged else ""
+    console.print(f"{len(sweep.runs)} runs from {grid_points} grid points{note}; valid.")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.executors import make_executor
+    from orchestrator.launch import make_jobs, register, runs_to_execute
+    from orchestrator.spec import load_sweep
+    from orchestrator.store import RunStore
+
+    overrides = list(args.override)
+    if args.executor:
+        overrides.append(f"executor.kind={args.executor}")
+    if args.max_parallel:
+        overrides.append(f"executor.max_parallel={args.max_parallel}")
+    sweep = load_sweep(args.sweep, overrides)
+    store = RunStore(args.store or sweep.store_url)
+    started = time.perf_counter()
+    registration = register(sweep, store)
+    rows = runs_to_execute(sweep, store)
+    skipped = registration.completed
+    console.print(
+        f"sweep [bold]{sweep.name}[/]: {len(sweep.runs)} runs "
+        f"({registration.new} new); work directory {sweep.workdir}"
+    )
+    if skipped:
+        console.print(f"{skipped} runs already completed: not rerun")
+    if registration.in_flight:
+        console.print(f"{registration.in_flight} runs are in flight elsewhere: left alone")
+    if rows:
+        jobs = make_jobs(sweep, rows, registration)
+        executor = make_executor(sweep.settings.executor, sweep.workdir)
+        _execute_with_progress(executor, jobs, store, sweep.name)
+    else:
+        console.print("nothing to run")
+    counts = store.counts(sweep.name)
+    console.print(_counts_line(counts) + f" in {time.perf_counter() - started:.0f} s")
+    for row in store.runs(sweep.name, ["failed"]):
+        tail = (row.error_tail or "").strip().splitlines()[-1:] or ["?"]
+        err_console.print(f"[red]run {row.id} failed[/]: {tail[0]}")
+    if not args.no_report:
+        _report([SweepLocation(sweep.name, store.url, sweep.tracking_uri, sweep.workdir)], None)
+    return 1 if counts["failed"] else 0
+
+
+def _execute_with_progress(executor, jobs, store, sweep_name: str) -> None:  # type: ignore[no-untyped-def]
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("running", total=len(jobs))
+        ids = {j.run_id for j in jobs}
+
+        def update() -> None:
+            done = sum(1 for r in store.runs(sweep_name, ["completed", "failed"]) if r.id in ids)
+            progress.update(task, completed=done)
+
+        executor.launch(jobs, update)
+        update()
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no runs"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.store import RunStore
+
+    location = locate(args.sweep, args.override, args.store)
+    store = RunStore(location.store_url)
+    counts = store.counts(location.name)
+    console.print(f"sweep [bold]{location.name}[/] ({location.store_url}): {_counts_line(counts)}")
+    if args.runs:
+        table = Table()
+        for column in ("run id", "status", "attempts", "grid values", "accuracy", "error"):
+            table.add_column(column)
+        for row in store.runs(location.name):
+            metrics = json.loads(row.final_metrics) if row.final_metrics else {}
+            tail = (row.error_tail or "").strip().splitlines()[-1:] or [""]
+            accuracy = f"{metrics['accuracy']:.3f}" if "accuracy" in metrics else ""
+            table.add_row(row.id, row.status, str(row.attempts), row.label, accuracy, tail[0][:60])
+        console.print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    locations = [locate(ref, args.override, args.store) for ref in args.sweeps]
+    _report(locations, Path(args.out) if args.out else None)
+    return 0
+
+
+def _report(locations: list[SweepLocation], out: Path | None) -> None:
+    from analysis.report import write_report
+
+    out_dir = out or locations[0].workdir / "report"
+    result = write_report([(loc.name, loc.tracking_uri) for loc in locations], out_dir)
+    console.print(f"report: [bold]{result.html}[/]")
+    for note in result.skipped:
+        console.print(f"  skipped: {note}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="activescale",
+        description="Scaling-law sweeps of online active data selection (IID vs prioritized).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "-o",
+            "--override",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="Dotted override applied after the YAML, e.g. -o learner.lr=3e-4 (repeatable).",
+        )
+        return p
+
+    p = add("validate", "Validate a sweep YAML and print its expanded run table.")
+    p.add_argument("sweep", help="Sweep YAML file.")
+    p.set_defaults(func=cmd_validate)
+
+    p = add("run", "Validate, register and execute a sweep, then write its report.")
+    p.add_argument("sweep", help="Sweep YAML file.")
+    p.add_argument("--executor", choices=["local", "inline"], help="Override executor.kind.")
+    p.add_argument("--max-parallel", type=int, help="Override executor.max_parallel.")
+    p.add_argument("--store", help="Run-store SQLAlchemy URL (default: the sweep's).")
+    p.add_argument("--no-report", action="store_true", help="Skip the report at the end.")
+    p.set_defaults(func=cmd_run)
+
+    p = add("status", "Show where a sweep stands.")
+    p.add_argument("sweep", help="Sweep YAML file or sweep name (looked up under runs/).")
+    p.add_argument("--store", help="Run-store SQLAlchemy URL (default: the sweep's).")
+    p.add_argument("--runs", action="store_true", help="List every run.")
+    p.set_defaults(func=cmd_status)
+
+    p = add("report", "Fit scaling curves and write the HTML/Markdown report.")
+    p.add_argument("sweeps", nargs="+", help="Sweep YAML files or sweep names.")
+    p.add_argument("--store", help="Run-store SQLAlchemy URL (default: the sweep's).")
+    p.add_argument("--out", help="Output directory (default: WORKDIR/report of the first sweep).")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ActivescaleError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

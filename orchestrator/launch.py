@@ -1,0 +1,136 @@
+"""Sweep lifecycle shared by the CLI commands: register, pick what to run, build jobs.
+
+Registering is idempotent: run ids are config hashes, so a second ``activescale run`` of the
+same YAML adds nothing and executes only what has not completed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+from orchestrator.errors import StoreError
+from orchestrator.spec import Sweep
+from orchestrator.store import COMPLETED, IN_FLIGHT, PENDING, RETRYABLE, RunRow, RunStore
+from orchestrator.worker import TAG_SWEEP, RunJob, code_version
+from trainers.config import RunConfig
+from trainers.reference import reference_key
+
+
+@dataclass(frozen=True)
+class Registration:
+    total: int
+    new: int
+    completed: int
+    in_flight: int
+    experiment_id: str
+    parent_run_id: str
+
+
+def ensure_mlflow_parent(sweep: Sweep, store: RunStore) -> tuple[str, str]:
+    """The sweep's MLflow experiment and parent run, created on first use."""
+    from mlflow.tracking import MlflowClient
+
+    row = store.sweep(sweep.name)
+    client = MlflowClient(tracking_uri=sweep.tracking_uri)
+    if row is not None and row.mlflow_parent_run_id and row.mlflow_experiment_id:
+        try:
+            client.get_run(row.mlflow_parent_run_id)
+            return row.mlflow_experiment_id, row.mlflow_parent_run_id
+        except Exception:  # the tracking store was moved or wiped: make a new parent
+            pass
+    experiment = client.get_experiment_by_name(sweep.experiment)
+    if experiment is None:
+        artifacts = None
+        if sweep.tracking_uri.startswith("sqlite:"):
+            artifacts = (sweep.workdir / "mlartifacts").as_uri()
+        experiment_id = client.create_experiment(sweep.experiment, artifact_location=artifacts)
+    else:
+        experiment_id = experiment.experiment_id
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"sweep:{sweep.name}",
+        tags={TAG_SWEEP: sweep.name, "activescale.role": "sweep"},
+    )
+    client.log_param(parent.info.run_id, "sweep.runs", len(sweep.runs))
+    store.set_mlflow_parent(sweep.name, experiment_id, parent.info.run_id)
+    return experiment_id, parent.info.run_id
+
+
+def register(sweep: Sweep, store: RunStore, with_mlflow: bool = True) -> Registration:
+    store.upsert_sweep(
+        sweep.name,
+        {
+            "source": sweep.source,
+            "sweep": sweep.raw,
+            "workdir": str(sweep.workdir),
+            "tracking_uri": sweep.tracking_uri,
+            "experiment": sweep.experiment,
+        },
+    )
+    new = store.register(
+        sweep.name,
+        ((r.run_id, r.config.model_dump(mode="json"), r.label) for r in sweep.runs),
+    )
+    counts = store.counts(sweep.name)
+    experiment_id, parent = ensure_mlflow_parent(sweep, store) if with_mlflow else ("", "")
+    return Registration(
+        total=sum(counts.values()),
+        new=new,
+        completed=counts[COMPLETED],
+        in_flight=sum(counts[s] for s in IN_FLIGHT),
+        experiment_id=experiment_id,
+        parent_run_id=parent,
+    )
+
+
+def runs_to_execute(sweep: Sweep, store: RunStore, include_failed: bool = True) -> list[RunRow]:
+    """This sweep's runs that have neither completed nor are in flight."""
+    wanted = {r.run_id for r in sweep.runs}
+    statuses = (PENDING, *RETRYABLE) if include_failed else (PENDING,)
+    rows = [r for r in store.runs(sweep.name, statuses) if r.id in wanted]
+    limit = sweep.settings.max_attempts
+    return [r for r in rows if r.attempts < limit or r.status == PENDING]
+
+
+def reference_shares(sweep: Sweep) -> Counter[str]:
+    """How many runs of the sweep share each pretrained reference (for reference_cost=amortize)."""
+    return Counter(
+        reference_key(r.config)
+        for r in sweep.runs
+        if r.config.uses_reference
+        and r.config.reference
+        and r.config.reference.mode == "pretrained"
+    )
+
+
+def make_jobs(sweep: Sweep, rows: list[RunRow], registration: Registration) -> list[RunJob]:
+    if not registration.parent_run_id:
+        raise StoreError("the sweep has no MLflow parent run; register it with MLflow first")
+    shares = reference_shares(sweep)
+    version = code_version()
+    jobs = []
+    for row in rows:
+        config = RunConfig.model_validate_json(row.config)
+        share = (
+            shares.get(reference_key(config), 1)
+            if config.uses_reference and config.reference
+            else 1
+        )
+        jobs.append(
+            RunJob(
+                sweep=sweep.name,
+                run_id=row.id,
+                config=row.config_dict(),
+                label=json.loads(row.label),
+                store_url=sweep.store_url,
+                tracking_uri=sweep.tracking_uri,
+                experiment_id=registration.experiment_id,
+                parent_run_id=registration.parent_run_id,
+                workdir=str(sweep.workdir),
+                reference_share=share,
+                code_version=version,
+            )
+        )
+    return jobs

@@ -1,0 +1,299 @@
+"""The run store: which runs a sweep has, and how each one stands.
+
+Two tables (SQLAlchemy 2.x typed models) plus the attempt history:
+
+- ``sweeps``: one row per sweep name, with its spec and its MLflow parent run;
+- ``runs``: one row per (sweep, run id); the run id is a stable hash of the resolved config,
+  so registering a sweep again adds only the runs it did not have;
+- ``attempts``: one row per execution attempt of a run (job id, host, outcome).
+
+Default: a SQLite file in the sweep's work directory, in WAL mode so that parallel local
+workers can write while the orchestrator reads. Any SQLAlchemy URL works; on a cluster use
+PostgreSQL (SQLite on a network filesystem is unsafe with many writers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    ForeignKeyConstraint,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from orchestrator.errors import StoreError
+
+PENDING, SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT = (
+    "pending",
+    "submitted",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "timeout",
+)
+STATUSES = (PENDING, SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT)
+RETRYABLE = (FAILED, CANCELLED, TIMEOUT)
+IN_FLIGHT = (SUBMITTED, RUNNING)
+ERROR_TAIL_CHARS = 4000
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SweepRow(Base):
+    __tablename__ = "sweeps"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    spec: Mapped[str] = mapped_column(Text)  # the resolved sweep, as JSON
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
+    mlflow_parent_run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (ForeignKeyConstraint(["sweep"], ["sweeps.name"]),)
+
+    sweep: Mapped[str] = mapped_column(String(100), primary_key=True)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    config: Mapped[str] = mapped_column(Text)  # resolved RunConfig, JSON
+    label: Mapped[str] = mapped_column(Text)  # the grid values that produced it, JSON
+    status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    error_tail: Mapped[str | None] = mapped_column(Text)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    final_metrics: Mapped[str | None] = mapped_column(Text)  # JSON
+
+    def config_dict(self) -> dict[str, Any]:
+        return dict(json.loads(self.config))
+
+
+class AttemptRow(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep: Mapped[str] = mapped_column(String(100), index=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=RUNNING)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+    error_tail: Mapped[str | None] = mapped_column(Text)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for any SQLAlchemy URL; SQLite files get WAL mode and a busy timeout."""
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as err:
+        raise StoreError(
+            f"store URL {url!r} cannot be used: {err}. Use sqlite:///PATH or "
+            "postgresql+psycopg2://USER:PASS@HOST/DB (pip install 'activescale[postgres]')."
+        ) from None
+    return engine
+
+
+class RunStore:
+    """Typed access to the store; every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as err:
+            raise StoreError(f"cannot open the run store at {url!r}: {err.orig}") from None
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # -- sweeps ---------------------------------------------------------------------------
+    def upsert_sweep(self, name: str, spec: dict[str, Any]) -> SweepRow:
+        with self.session() as s, s.begin():
+            row = s.get(SweepRow, name)
+            if row is None:
+                row = SweepRow(name=name, spec=json.dumps(spec, sort_keys=True))
+                s.add(row)
+            else:
+                row.spec = json.dumps(spec, sort_keys=True)
+            return row
+
+    def sweep(self, name: str) -> SweepRow | None:
+        with self.session() as s:
+            return s.get(SweepRow, name)
+
+    def sweeps(self) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(SweepRow.name).order_by(SweepRow.name)))
+
+    def set_mlflow_parent(self, name: str, experiment_id: str, parent_run_id: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(
+                update(SweepRow)
+                .where(SweepRow.name == name)
+                .values(mlflow_experiment_id=experiment_id, mlflow_parent_run_id=parent_run_id)
+            )
+
+    # -- runs -----------------------------------------------------------------------------
+    def register(
+        self, sweep: str, runs: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]
+    ) -> int:
+        """Add (run_id, config, label) rows not yet present; returns how many were new."""
+        with self.session() as s, s.begin():
+            known = set(s.scalars(select(RunRow.id).where(RunRow.sweep == sweep)))
+            rows = [
+                {
+                    "sweep": sweep,
+                    "id": run_id,
+                    "config": json.dumps(config, sort_keys=True),
+                    "label": json.dumps(label, sort_keys=True, default=str),
+                    "status": PENDING,
+                    "attempts": 0,
+                    "created_at": utcnow(),
+                }
+                for run_id, config, label in runs
+                if run_id not in known
+            ]
+            if rows:
+                s.execute(RunRow.__table__.insert(), rows)
+            return len(rows)
+
+    def runs(self, sweep: str, statuses: Sequence[str] | None = None) -> list[RunRow]:
+        with self.session() as s:
+            query = select(RunRow).where(RunRow.sweep == sweep)
+            if statuses is not None:
+                query = query.where(RunRow.status.in_(statuses))
+            return list(s.scalars(query.order_by(RunRow.created_at, RunRow.id)))
+
+    def run(self, sweep: str, run_id: str) -> RunRow | None:
+        with self.session() as s:
+            return s.get(RunRow, (sweep, run_id))
+
+    def counts(self, sweep: str) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.execute(
+                select(RunRow.status, func.count())
+                .where(RunRow.sweep == sweep)
+                .group_by(RunRow.status)
+            )
+            counts = dict.fromkeys(STATUSES, 0)
+            counts.update({status: n for status, n in rows})
+            return counts
+
+    def set_status(self, sweep: str, run_ids: Sequence[str], status: str, **values: Any) -> None:
+        with self.session() as s, s.begin():
+            for i in range(0, len(run_ids), 500):
+                s.execute(
+                    update(RunRow)
+                    .where(RunRow.sweep == sweep, RunRow.id.in_(run_ids[i : i + 500]))
+                    .values(status=status, **values)
+                )
+
+    def mark_started(
+        self, sweep: str, run_id: str, job_id: str | None, host: str, code_version: str | None
+    ) -> int:
+        """Record the start of a new attempt; returns its number."""
+        with self.session() as s, s.begin():
+            row = s.get(RunRow, (sweep, run_id))
+            if row is None:
+                raise StoreError(f"run {run_id} of sweep {sweep!r} is not in the store {self.url}")
+            row.attempts += 1
+            row.status = RUNNING
+            row.started_at = utcnow()
+            row.finished_at = None
+            row.job_id = job_id
+            row.code_version = code_version
+            s.add(
+                AttemptRow(
+                    sweep=sweep, run_id=run_id, number=row.attempts, job_id=job_id, host=host
+                )
+            )
+            return row.attempts
+
+    def mark_finished(
+        self,
+        sweep: str,
+        run_id: str,
+        status: str,
+        metrics: dict[str, float] | None = None,
+        error_tail: str | None = None,
+    ) -> None:
+        tail = error_tail[-ERROR_TAIL_CHARS:] if error_tail else None
+        with self.session() as s, s.begin():
+            row = s.get(RunRow, (sweep, run_id))
+            if row is None:
+                raise StoreError(f"run {run_id} of sweep {sweep!r} is not in the store {self.url}")
+            row.status = status
+            row.finished_at = utcnow()
+            row.error_tail = tail
+            if metrics is not None:
+                row.final_metrics = json.dumps(metrics, sort_keys=True)
+            attempt = s.scalars(
+                select(AttemptRow)
+                .where(AttemptRow.sweep == sweep, AttemptRow.run_id == run_id)
+                .order_by(AttemptRow.number.desc())
+                .limit(1)
+            ).first()
+            if attempt is not None:
+                attempt.status = status
+                attempt.finished_at = row.finished_at
+                attempt.error_tail = tail
+
+    def set_mlflow_run_id(self, sweep: str, run_id: str, mlflow_run_id: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(
+                update(RunRow)
+                .where(RunRow.sweep == sweep, RunRow.id == run_id)
+                .values(mlflow_run_id=mlflow_run_id)
+            )
+
+    def attempts(self, sweep: str, run_id: str) -> list[AttemptRow]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(AttemptRow)
+                    .where(AttemptRow.sweep == sweep, AttemptRow.run_id == run_id)
+                    .order_by(AttemptRow.number)
+                )
+            )

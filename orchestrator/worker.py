@@ -1,0 +1,125 @@
+"""What runs inside a job: one run, from store bookkeeping to MLflow to the trainer.
+
+:func:`execute_run` is the single entry point every executor calls (in-process, in a local
+subprocess, or in a SLURM job). The run reports its own state to the store: started (a new
+attempt), then completed with its final metrics, or failed with the tail of its traceback.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.store import COMPLETED, FAILED, RunStore
+
+TAG_SWEEP = "activescale.sweep"
+TAG_RUN_ID = "activescale.run_id"
+TAG_PARENT = "mlflow.parentRunId"
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """Everything a job needs, picklable (sent to subprocesses and cluster nodes)."""
+
+    sweep: str
+    run_id: str
+    config: dict[str, Any]
+    label: dict[str, Any]
+    store_url: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    workdir: str
+    reference_share: int = 1
+    code_version: str | None = None
+    threads: int | None = None
+
+
+def code_version(path: Path | None = None) -> str | None:
+    """``<commit>`` or ``<commit>-dirty`` of the git checkout holding this package, if any."""
+    root = path or Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def mlflow_child_run(job: RunJob, store: RunStore) -> str:
+    """The run's MLflow child run: reused across attempts, so a config has exactly one."""
+    from mlflow.tracking import MlflowClient
+
+    row = store.run(job.sweep, job.run_id)
+    if row is not None and row.mlflow_run_id:
+        return row.mlflow_run_id
+    client = MlflowClient(tracking_uri=job.tracking_uri)
+    existing = client.search_runs(
+        [job.experiment_id],
+        filter_string=f"tags.`{TAG_RUN_ID}` = '{job.run_id}' and tags.`{TAG_SWEEP}` = '{job.sweep}'",
+        max_results=1,
+    )
+    if existing:
+        run_id = existing[0].info.run_id
+    else:
+        name = " ".join(f"{k.split('.')[-1]}={v}" for k, v in job.label.items()) or job.run_id
+        run = client.create_run(
+            job.experiment_id,
+            run_name=name,
+            tags={TAG_PARENT: job.parent_run_id, TAG_SWEEP: job.sweep, TAG_RUN_ID: job.run_id},
+        )
+        run_id = run.info.run_id
+    store.set_mlflow_run_id(job.sweep, job.run_id, run_id)
+    return run_id
+
+
+def execute_run(job: RunJob, job_id: str | None = None) -> str:
+    """Run one config to completion; records the outcome in the store and MLflow."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from trainers.config import RunConfig
+    from trainers.loop import RunContext, train
+    from trainers.tracking import MLflowLogger
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    store = RunStore(job.store_url)
+    store.mark_started(job.sweep, job.run_id, job_id, socket.gethostname(), job.code_version)
+    client = MlflowClient(tracking_uri=job.tracking_uri)
+    mlflow_run_id: str | None = None
+    try:
+        mlflow_run_id = mlflow_child_run(job, store)
+        client.update_run(mlflow_run_id, status="RUNNING")
+        config = RunConfig.model_validate(job.config)
+        workdir = Path(job.workdir)
+        ctx = RunContext(
+            workdir=workdir,
+            checkpoint_path=workdir / "checkpoints" / f"{job.run_id}.pt",
+            reference_share=job.reference_share,
+        )
+        metrics = train(config, ctx, MLflowLogger(job.tracking_uri, mlflow_run_id))
+    except BaseException as err:
+        tail = traceback.format_exc()
+        status = FAILED
+        store.mark_finished(job.sweep, job.run_id, status, error_tail=tail)
+        if mlflow_run_id:
+            client.set_terminated(mlflow_run_id, status="FAILED")
+        raise err
+    store.mark_finished(job.sweep, job.run_id, COMPLETED, metrics=metrics)
+    client.set_terminated(mlflow_run_id, status="FINISHED")
+    return COMPLETED

@@ -1,0 +1,369 @@
+"""The training loop: online batch selection from super-batches, with a FLOP ledger.
+
+Each learner step (Evans et al. 2023, Algorithm 1; Mindermann et al. 2022, Algorithm 1):
+
+1. draw a super-batch of B / rho examples;
+2. score every example with the models the policy needs (learner, online scorer, reference);
+3. keep B of them (top-k or softmax sampling);
+4. train the learner on the B kept examples, and the online scorer on the same B;
+5. charge every pass to the FLOP ledger.
+
+All state needed to resume lives in :class:`TrainState`; a run resumed from a checkpoint
+produces exactly the metrics of an uninterrupted one (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from orchestrator.errors import ConfigError
+from trainers.config import RunConfig
+from trainers.data import BatchSource, Splits, load_splits, make_source
+from trainers.flops import FlopLedger, FlopMeter
+from trainers.models import build_model, count_params
+from trainers.optim import build_optimizer
+from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain
+from trainers.selection import POLICIES, select
+from trainers.tracking import MetricLogger
+
+SCORER_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class RunContext:
+    """Where a run keeps its files, and facts about its sweep the config cannot know."""
+
+    workdir: Path  # reference cache lives in workdir / "references"
+    checkpoint_path: Path | None = None
+    reference_share: int = 1  # runs of the sweep sharing this run's pretrained reference
+
+
+@dataclass
+class Trainee:
+    """A model with its optimizer and schedule."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> float:
+        with autocast():
+            loss = F.cross_entropy(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs: models, optimizers, data position, RNGs, ledger."""
+
+    step: int
+    learner: Trainee
+    scorer: Trainee | None
+    reference: nn.Module | None
+    reference_trainee: Trainee | None  # a parallel reference trains; a pretrained one does not
+    source: BatchSource
+    ledger: FlopLedger
+    generator: torch.Generator  # selection sampling and parallel-reference batches
+    selected_corrupted: list[float] = field(default_factory=lambda: [0.0, 0.0])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "learner": self.learner.state_dict(),
+            "scorer": self.scorer.state_dict() if self.scorer else None,
+            "reference": self.reference_trainee.state_dict() if self.reference_trainee else None,
+            "source": self.source.state_dict(),
+            "ledger": self.ledger.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "selected_corrupted": list(self.selected_corrupted),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = state["step"]
+        self.learner.load_state_dict(state["learner"])
+        if self.scorer:
+            self.scorer.load_state_dict(state["scorer"])
+        if self.reference_trainee:
+            self.reference_trainee.load_state_dict(state["reference"])
+        self.source.load_state_dict(state["source"])
+        self.ledger.load_state_dict(state["ledger"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.selected_corrupted = list(state["selected_corrupted"])
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step count and evaluation steps, fixed before training from the measured step cost."""
+
+    total_steps: int
+    eval_steps: tuple[int, ...]
+    step_flops: float
+
+
+def pick_device(cfg: RunConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_for(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def per_example_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: Any
+) -> torch.Tensor:
+    with torch.no_grad(), autocast():
+        return F.cross_entropy(model(x), y, reduction="none").float()
+
+
+@dataclass
+class Models:
+    """The run's three models before optimizers exist (the step count is not known yet)."""
+
+    learner: nn.Module
+    scorer: nn.Module | None
+    reference: nn.Module | None
+    reference_pretrain_flops: float = 0.0
+
+    def by_role(self) -> dict[str, nn.Module | None]:
+        return {"learner": self.learner, "scorer": self.scorer, "reference": self.reference}
+
+
+def build_models(cfg: RunConfig, splits: Splits, ctx: RunContext, device: torch.device) -> Models:
+    shape, classes = splits.input_shape, splits.num_classes
+    learner = build_model(cfg.learner, shape, classes, cfg.seed).to(device)
+    scorer = None
+    if cfg.uses_scorer:
+        assert cfg.scorer is not None
+        scorer = build_model(cfg.scorer, shape, classes, cfg.seed + SCORER_SEED_OFFSET).to(device)
+    if not cfg.uses_reference:
+        return Models(learner, scorer, None)
+    assert cfg.reference is not None
+    if cfg.reference.mode == "parallel":
+        seed = cfg.seed + REFERENCE_SEED_OFFSET
+        return Models(learner, scorer, build_model(cfg.reference, shape, classes, seed).to(device))
+    reference, flops, _ = load_or_pretrain(cfg, splits, ctx.workdir / "references", device)
+    return Models(learner, scorer, reference, flops)
+
+
+def build_state(
+    cfg: RunConfig, models: Models, splits: Splits, schedule: Schedule, ctx: RunContext
+) -> TrainState:
+    def trainee(model: nn.Module, lr: float | None) -> Trainee:
+        optimizer, scheduler = build_optimizer(model, cfg.optimizer, schedule.total_steps, lr=lr)
+        return Trainee(model, optimizer, scheduler)
+
+    ledger = FlopLedger(cfg.reference_cost, ctx.reference_share)
+    ledger.add("reference_pretrain", models.reference_pretrain_flops)
+    parallel = cfg.reference is not None and cfg.reference.mode == "parallel"
+    return TrainState(
+        step=0,
+        learner=trainee(models.learner, cfg.learner.lr),
+        scorer=trainee(models.scorer, cfg.scorer.lr) if models.scorer and cfg.scorer else None,
+        reference=models.reference,
+        reference_trainee=(
+            trainee(models.reference, cfg.reference.lr)
+            if parallel and models.reference is not None and cfg.reference
+            else None
+        ),
+        source=make_source(cfg.dataset, splits, cfg.seed),
+        ledger=ledger,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+def train_step(
+    state: TrainState, cfg: RunConfig, meter: FlopMeter, splits: Splits, autocast: Any
+) -> float:
+    """One learner step: super-batch -> scores -> selection -> learner and scorer updates."""
+    device = next(state.learner.model.parameters()).device
+    policy = POLICIES[cfg.selection.policy]
+    B = cfg.batch_size
+    x, y, corrupted = state.source.next(cfg.selection.super_batch_size(B))
+    x, y = x.to(device), y.to(device)
+
+    if policy.needs:
+        models = {"learner": state.learner.model, "reference": state.reference}
+        if state.scorer:
+            models["scorer"] = state.scorer.model
+        losses = {}
+        for role in policy.needs:
+            losses[role] = per_example_loss(models[role], x, y, autocast)
+            state.ledger.add(f"{role}_forward", meter.forward(role, models[role], x))
+        keep = select(
+            policy.score(losses),
+            B,
+            cfg.selection.method,
+            cfg.selection.temperature,
+            state.generator,
+        )
+        x, y, corrupted = x[keep], y[keep], corrupted[keep.cpu()]
+
+    state.ledger.add("learner_train", meter.train("learner", state.learner.model, x, y))
+    loss = state.learner.train_step(x, y, autocast)
+    if state.scorer:
+        state.ledger.add("scorer_train", meter.train("scorer", state.scorer.model, x, y))
+        state.scorer.train_step(x, y, autocast)
+    if state.reference_trainee:  # parallel reference: IID batches of the clean split
+        idx = torch.randint(len(splits.clean_y), (B,), generator=state.generator)
+        rx, ry = splits.clean_x[idx].to(device), splits.clean_y[idx].to(device)
+        state.ledger.add(
+            "reference_train", meter.train("reference", state.reference_trainee.model, rx, ry)
+        )
+        state.reference_trainee.train_step(rx, ry, autocast)
+
+    state.selected_corrupted[0] += float(corrupted.float().sum())
+    state.selected_corrupted[1] += len(corrupted)
+    state.step += 1
+    return loss
+
+
+def plan_schedule(cfg: RunConfig, models: Models, splits: Splits) -> Schedule:
+    """Measure one step's FLOPs, then fix the step count and the log-spaced evaluation steps."""
+    device = next(models.learner.parameters()).device
+    B = cfg.batch_size
+    x = torch.zeros((cfg.selection.super_batch_size(B), *splits.input_shape), device=device)
+    y = torch.zeros(B, dtype=torch.long, device=device)
+    roles = models.by_role()
+    probe, meter = FlopLedger(cfg.reference_cost), FlopMeter()
+    for role in POLICIES[cfg.selection.policy].needs:
+        model = roles[role]
+        assert model is not None
+        probe.add(f"{role}_forward", meter.forward(role, model, x))
+    probe.add("learner_train", meter.train("learner", models.learner, x[:B], y))
+    if models.scorer is not None:
+        probe.add("scorer_train", meter.train("scorer", models.scorer, x[:B], y))
+    if cfg.reference is not None and cfg.reference.mode == "parallel" and models.reference:
+        probe.add("reference_train", meter.train("reference", models.reference, x[:B], y))
+    step_flops = probe.total
+    # Evaluation points are log-spaced in *total* FLOPs, which start at the charged reference cost.
+    probe.add("reference_pretrain", models.reference_pretrain_flops)
+    offset = probe.reference_pretrain_charged
+    if cfg.budget.flops is not None:
+        total_steps = math.floor((cfg.budget.flops - offset) / step_flops)
+        if total_steps < 1:
+            raise ConfigError(
+                f"budget.flops = {cfg.budget.flops:.3g} does not cover one step "
+                f"({step_flops:.3g} FLOPs) after the reference's {offset:.3g}; raise budget.flops"
+            )
+    else:
+        assert cfg.budget.steps is not None
+        total_steps = cfg.budget.steps
+    first = max(1, math.ceil(cfg.eval.first * total_steps))
+    points = np.geomspace(
+        offset + first * step_flops, offset + total_steps * step_flops, cfg.eval.points
+    )
+    steps = {min(total_steps, max(1, math.ceil((p - offset) / step_flops - 1e-9))) for p in points}
+    return Schedule(total_steps, tuple(sorted(steps | {total_steps})), step_flops)
+
+
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any
+) -> dict[str, float]:
+    device = next(model.parameters()).device
+    correct, loss_sum = 0, 0.0
+    with torch.no_grad(), autocast():
+        for i in range(0, len(y), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            logits = model(xb).float()
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+    accuracy = correct / len(y)
+    return {"accuracy": accuracy, "error": 1 - accuracy, "loss": loss_sum / len(y)}
+
+
+def save_checkpoint(state: TrainState, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state.state_dict(), tmp)
+    os.replace(tmp, path)  # atomic: a job killed mid-save keeps the previous checkpoint
+
+
+def run_params(cfg: RunConfig, models: Models, schedule: Schedule) -> dict[str, Any]:
+    params: dict[str, Any] = flatten(cfg.model_dump(mode="json"))
+    for role, model in models.by_role().items():
+        params[f"{role}.params"] = count_params(model) if model is not None else 0
+    params["schedule.total_steps"] = schedule.total_steps
+    params["schedule.step_flops"] = schedule.step_flops
+    params["super_batch"] = cfg.selection.super_batch_size(cfg.batch_size)
+    return params
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -> dict[str, float]:
+    """Train one run to its budget; returns the final metrics. Resumes from ctx.checkpoint_path."""
+    logger = logger or MetricLogger()
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg)
+    autocast = autocast_for(device)
+    splits = load_splits(cfg.dataset)
+    models = build_models(cfg, splits, ctx, device)
+    schedule = plan_schedule(cfg, models, splits)
+    state = build_state(cfg, models, splits, schedule, ctx)
+    if ctx.checkpoint_path and ctx.checkpoint_path.exists():
+        state.load_state_dict(torch.load(ctx.checkpoint_path, weights_only=False))
+    else:
+        logger.log_params(run_params(cfg, models, schedule))
+    meter = FlopMeter()
+    metrics: dict[str, float] = {}
+    while state.step < schedule.total_steps:
+        train_loss = train_step(state, cfg, meter, splits, autocast)
+        if state.step in schedule.eval_steps:
+            metrics = evaluate(
+                state.learner.model, splits.test_x, splits.test_y, cfg.eval.batch_size, autocast
+            )
+            seen, total = state.selected_corrupted
+            metrics |= state.ledger.metrics() | {
+                "train_loss": train_loss,
+                "step": state.step,
+                "selected_corrupted": seen / max(1.0, total),
+            }
+            logger.log_metrics(metrics, step=state.step)
+            if ctx.checkpoint_path:
+                save_checkpoint(state, ctx.checkpoint_path)
+        elif (
+            ctx.checkpoint_path and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+        ):
+            save_checkpoint(state, ctx.checkpoint_path)
+    logger.flush()
+    return metrics

@@ -1,0 +1,47 @@
+"""AdamW with linear warmup and cosine decay, shared by learner, scorer and reference."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class OptimConfig(BaseModel):
+    """AdamW settings; ``lr`` is the learner's peak rate (scorer/reference may override it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate after warmup.")
+    weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay (AdamW).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
+    warmup: float = Field(0.05, ge=0, lt=1, description="Warmup length as a fraction of steps.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final lr as a fraction of peak.")
+
+
+def lr_factor(step: int, total_steps: int, warmup: float, min_lr_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_lr_ratio`` (Loshchilov & Hutter 2017)."""
+    warmup_steps = int(warmup * total_steps)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return min_lr_ratio + (1 - min_lr_ratio) * cosine
+
+
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, total_steps: int, lr: float | None = None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=lr or cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, cfg.warmup, cfg.min_lr_ratio)
+    )
+    return optimizer, scheduler
