@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny sweeps that run in seconds on CPU with real components."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need_service(available: bool, what: str) -> None:
+    """Skip locally when a real service is missing; under CI=true, fail instead."""
+    if available:
+        return
+    message = f"{what} is not available (start it with the script named in README)"
+    if IN_CI:
+        pytest.fail(f"CI=true: {message}")
+    pytest.skip(message)
+
+
+TINY_SWEEP = """\
+name: tiny
+dataset: {name: mnist1d, train_size: 512, test_size: 256, clean_size: 128, label_noise: 0.3}
+learner: {arch: mlp, size: xs}
+scorer: {arch: mlp, size: xxs}
+reference: {arch: mlp, size: xxs, steps: 20}
+selection: {policy: learnability, keep: 0.5}
+batch_size: 32
+budget: {steps: 40}
+eval: {points: 4, batch_size: 256}
+executor: {kind: inline}
+grid:
+  learner.size: [xxs, xs]
+  selection.policy: [iid, learnability]
+"""
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SWEEP + f"workdir: {tmp_path / 'work'}\n")
+    return path
+
+
+def tiny_run_config(**overrides: object) -> dict[str, object]:
+    """A RunConfig dict for loop tests (a few steps, tiny data)."""
+    config: dict[str, object] = {
+        "dataset": {"train_size": 512, "test_size": 256, "clean_size": 128, "label_noise": 0.3},
+        "learner": {"size": "xs"},
+        "scorer": {"size": "xxs"},
+        "reference": {"size": "xxs", "steps": 20},
+        "selection": {"policy": "learnability", "keep": 0.5},
+        "batch_size": 32,
+        "budget": {"steps": 30},
+        "eval": {"points": 4, "batch_size": 256},
+    }
+    config.update(overrides)
+    return config

@@ -1,0 +1,69 @@
+"""A tiny sweep end to end on the inline executor: YAML -> store -> trainer -> MLflow -> report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.spec import load_sweep
+from orchestrator.store import RunStore
+
+
+def test_tiny_sweep_end_to_end(tiny_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tiny_sweep)]) == 0
+    out = capsys.readouterr().out
+    sweep = load_sweep(tiny_sweep)
+    store = RunStore(sweep.store_url)
+    assert store.counts("tiny")["completed"] == 4
+
+    # MLflow: one parent run, one child per config, with params and the flops/accuracy metrics.
+    client = MlflowClient(tracking_uri=sweep.tracking_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("activescale.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 4
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    child = children[0]
+    assert {"learner.params", "selection.policy", "seed"} <= set(child.data.params)
+    flops = client.get_metric_history(child.info.run_id, "flops")
+    assert len(flops) >= 3 and all(b.value > a.value for a, b in zip(flops, flops[1:], strict=False))
+    assert 0.0 <= child.data.metrics["accuracy"] <= 1.0
+
+    # The report exists, embeds its plots, and is logged on the parent run.
+    report = sweep.workdir / "report" / "report.html"
+    assert str(report) in out.replace("\n", "")
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "learnability" in page and "iid" in page
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/report.html" in artifacts
+
+    # Running again reruns nothing and says so.
+    assert main(["run", str(tiny_sweep), "--no-report"]) == 0
+    assert "4 runs already completed: not rerun" in capsys.readouterr().out
+    assert len(client.search_runs([experiment.experiment_id])) == 5
+    assert all(r.attempts == 1 for r in store.runs("tiny"))
+
+    assert main(["status", str(tiny_sweep), "--runs"]) == 0
+    assert "4 completed" in capsys.readouterr().out
+
+
+def test_a_failing_run_is_recorded_with_its_traceback(tmp_path: Path) -> None:
+    sweep_file = tmp_path / "bad.yaml"
+    # A transferred reference with another input length fails inside the run, not at validation.
+    sweep_file.write_text(
+        "name: fails\n"
+        f"workdir: {tmp_path / 'work'}\n"
+        "executor: {kind: inline}\n"
+        "dataset: {name: npz, path: /nonexistent/data.npz}\n"
+        "budget: {steps: 5}\n"
+    )
+    assert main(["run", str(sweep_file), "--no-report"]) == 1
+    sweep = load_sweep(sweep_file)
+    (row,) = RunStore(sweep.store_url).runs("fails")
+    assert row.status == "failed" and "DataError" in (row.error_tail or "")
