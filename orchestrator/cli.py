@@ -24,6 +24,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestrator.errors import ActivescaleError, SweepSpecError
+from orchestrator.executors import Executor
+from orchestrator.store import RunStore
+from orchestrator.worker import RunJob
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,10 +49,9 @@ class SweepLocation:
 def locate(ref: str, overrides: Sequence[str] = (), store: str | None = None) -> SweepLocation:
     """A sweep from its YAML file, or by name from its default work directory runs/NAME."""
     from orchestrator.spec import load_sweep
-    from orchestrator.store import RunStore
 
     if ref.endswith((".yaml", ".yml")) or Path(ref).is_file():
-        sweep = load_sweep(ref, overrides)
+        sweep = load_sweep(ref, tuple(overrides))
         return SweepLocation(
             sweep.name, store or sweep.store_url, sweep.tracking_uri, sweep.workdir
         )
@@ -96,7 +98,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.executors import make_executor
     from orchestrator.launch import make_jobs, register, runs_to_execute
     from orchestrator.spec import load_sweep
-    from orchestrator.store import RunStore
 
     overrides = list(args.override)
     if args.executor:
@@ -133,7 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _execute_with_progress(executor, jobs, store, sweep_name: str) -> None:  # type: ignore[no-untyped-def]
+def _execute_with_progress(
+    executor: Executor, jobs: list[RunJob], store: RunStore, sweep_name: str
+) -> None:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -157,8 +160,6 @@ def _counts_line(counts: dict[str, int]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.store import RunStore
-
     location = locate(args.sweep, args.override, args.store)
     store = RunStore(location.store_url)
     counts = store.counts(location.name)

@@ -8,6 +8,7 @@ needs a handle to know how a run ended.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -54,10 +55,9 @@ class InlineExecutor:
 
     def launch(self, jobs: Sequence[RunJob], on_progress: Callable[[], None]) -> None:
         for job in jobs:
-            try:
+            # A failure is recorded in the store by the worker; go on with the next run.
+            with contextlib.suppress(Exception):
                 execute_run(job)
-            except Exception:  # recorded in the store by the worker; go on with the next run
-                pass
             on_progress()
 
 

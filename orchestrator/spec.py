@@ -153,7 +153,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[st
 
 
 def _explain(
-    error: dict[str, Any], model: type[BaseModel], prefix: tuple[str, ...] = ()
+    error: Any, model: type[BaseModel], prefix: tuple[str, ...] = ()
 ) -> tuple[tuple[str, ...], str, str]:
     """(key path, problem, fix) for one pydantic error."""
     loc = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
@@ -231,7 +231,7 @@ def parse_sweep(text: str, source: str, overrides: list[str] | tuple[str, ...] =
 
     for text_override in overrides:
         key, value = parse_override(text_override)
-        grid = raw.get("grid") if isinstance(raw.get("grid"), dict) else {}
+        grid: dict[str, Any] = raw["grid"] if isinstance(raw.get("grid"), dict) else {}
         if key.startswith("grid."):
             raw.setdefault("grid", {})[key.removeprefix("grid.")] = value
         elif key in grid:  # overriding a grid axis pins it to one value

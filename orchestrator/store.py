@@ -28,6 +28,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
     update,
 )
@@ -196,7 +197,7 @@ class RunStore:
                 if run_id not in known
             ]
             if rows:
-                s.execute(RunRow.__table__.insert(), rows)
+                s.execute(insert(RunRow), rows)
             return len(rows)
 
     def runs(self, sweep: str, statuses: Sequence[str] | None = None) -> list[RunRow]:

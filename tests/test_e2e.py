@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def test_tiny_sweep_end_to_end(tiny_sweep: Path, capsys: pytest.CaptureFixture[s
     child = children[0]
     assert {"learner.params", "selection.policy", "seed"} <= set(child.data.params)
     flops = client.get_metric_history(child.info.run_id, "flops")
-    assert len(flops) >= 3 and all(b.value > a.value for a, b in zip(flops, flops[1:], strict=False))
+    assert len(flops) >= 3 and all(b.value > a.value for a, b in itertools.pairwise(flops))
     assert 0.0 <= child.data.metrics["accuracy"] <= 1.0
 
     # The report exists, embeds its plots, and is logged on the parent run.
