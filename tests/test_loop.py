@@ -182,3 +182,13 @@ def test_transfer_reference_with_other_shapes_fails_before_training(tmp_path: Pa
                 "dataset": {"name": "npz", "path": str(path), "clean_size": 50},
             },
         )
+
+
+@pytest.mark.parametrize("policy", ["iid", "learnability", "rho_loss"])
+def test_estimate_matches_the_ledger(tmp_path: Path, policy: str) -> None:
+    from trainers.loop import estimate_flops
+
+    overrides = {"selection": {"policy": policy, "keep": 0.5}}
+    cfg = RunConfig.model_validate(tiny_run_config(**overrides)).resolved()
+    final = run(tmp_path, **overrides).history[-1][1]
+    assert estimate_flops(cfg).total == pytest.approx(final["flops"])

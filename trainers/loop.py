@@ -29,11 +29,11 @@ from torch import nn
 from orchestrator.errors import ConfigError
 from trainers.config import RunConfig
 from trainers.data import BatchSource, Splits, load_splits, make_source
-from trainers.flops import FlopLedger, FlopMeter
+from trainers.flops import FlopLedger, FlopMeter, measure_train_flops
 from trainers.models import build_model, count_params
 from trainers.optim import build_optimizer
 from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain
-from trainers.selection import POLICIES, select
+from trainers.selection import POLICIES, Losses, select
 from trainers.tracking import MetricLogger
 
 SCORER_SEED_OFFSET = 1_000_003
@@ -91,6 +91,14 @@ class TrainState:
     ledger: FlopLedger
     generator: torch.Generator  # selection sampling and parallel-reference batches
     selected_corrupted: list[float] = field(default_factory=lambda: [0.0, 0.0])
+
+    def scoring_models(self) -> dict[str, nn.Module]:
+        models = {"learner": self.learner.model}
+        if self.scorer:
+            models["scorer"] = self.scorer.model
+        if self.reference is not None:
+            models["reference"] = self.reference
+        return models
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -214,13 +222,12 @@ def train_step(
     x, y = x.to(device), y.to(device)
 
     if policy.needs:
-        models = {"learner": state.learner.model, "reference": state.reference}
-        if state.scorer:
-            models["scorer"] = state.scorer.model
-        losses = {}
+        scoring_models = state.scoring_models()
+        losses: Losses = {}
         for role in policy.needs:
-            losses[role] = per_example_loss(models[role], x, y, autocast)
-            state.ledger.add(f"{role}_forward", meter.forward(role, models[role], x))
+            model = scoring_models[role]
+            losses[role] = per_example_loss(model, x, y, autocast)
+            state.ledger.add(f"{role}_forward", meter.forward(role, model, x))
         keep = select(
             policy.score(losses),
             B,
@@ -249,11 +256,11 @@ def train_step(
     return loss
 
 
-def plan_schedule(cfg: RunConfig, models: Models, splits: Splits) -> Schedule:
+def plan_schedule(cfg: RunConfig, models: Models, input_shape: tuple[int, ...]) -> Schedule:
     """Measure one step's FLOPs, then fix the step count and the log-spaced evaluation steps."""
     device = next(models.learner.parameters()).device
     B = cfg.batch_size
-    x = torch.zeros((cfg.selection.super_batch_size(B), *splits.input_shape), device=device)
+    x = torch.zeros((cfg.selection.super_batch_size(B), *input_shape), device=device)
     y = torch.zeros(B, dtype=torch.long, device=device)
     roles = models.by_role()
     probe, meter = FlopLedger(cfg.reference_cost), FlopMeter()
@@ -338,7 +345,7 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
     autocast = autocast_for(device)
     splits = load_splits(cfg.dataset)
     models = build_models(cfg, splits, ctx, device)
-    schedule = plan_schedule(cfg, models, splits)
+    schedule = plan_schedule(cfg, models, splits.input_shape)
     state = build_state(cfg, models, splits, schedule, ctx)
     if ctx.checkpoint_path and ctx.checkpoint_path.exists():
         state.load_state_dict(torch.load(ctx.checkpoint_path, weights_only=False))
@@ -367,3 +374,49 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
             save_checkpoint(state, ctx.checkpoint_path)
     logger.flush()
     return metrics
+
+
+@dataclass(frozen=True)
+class FlopEstimate:
+    """A run's FLOPs before it runs (``activescale plan``): measured per step, times steps."""
+
+    step_flops: float
+    steps: int
+    reference_pretrain: float  # full pretraining cost (what `include` charges)
+    total: float  # the ledger total the run will reach
+
+
+def _input_spec(cfg: RunConfig) -> tuple[tuple[int, ...], int]:
+    if cfg.dataset.name == "mnist1d":  # known without generating any data
+        return (40,), 10
+    splits = load_splits(cfg.dataset)
+    return splits.input_shape, splits.num_classes
+
+
+def estimate_flops(cfg: RunConfig) -> FlopEstimate:
+    """The run's ledger total without training: one measured step x steps, plus the reference."""
+    shape, classes = _input_spec(cfg)
+    models = Models(
+        learner=build_model(cfg.learner, shape, classes, 0),
+        scorer=build_model(cfg.scorer, shape, classes, 0)
+        if cfg.uses_scorer and cfg.scorer
+        else None,
+        reference=build_model(cfg.reference, shape, classes, 0)
+        if cfg.uses_reference and cfg.reference
+        else None,
+    )
+    pretrain = 0.0
+    if (
+        cfg.reference is not None
+        and models.reference is not None
+        and cfg.reference.mode == "pretrained"
+    ):
+        x = torch.zeros((cfg.reference.batch_size, *shape))
+        y = torch.zeros(cfg.reference.batch_size, dtype=torch.long)
+        pretrain = cfg.reference.steps * float(measure_train_flops(models.reference, x, y))
+    models.reference_pretrain_flops = pretrain
+    schedule = plan_schedule(cfg, models, shape)
+    ledger = FlopLedger(cfg.reference_cost)
+    ledger.add("reference_pretrain", pretrain)
+    total = ledger.reference_pretrain_charged + schedule.total_steps * schedule.step_flops
+    return FlopEstimate(schedule.step_flops, schedule.total_steps, pretrain, total)

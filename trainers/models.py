@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import nn
 
 from orchestrator.errors import ConfigError
@@ -94,14 +94,16 @@ class ModelConfig(BaseModel):
     )
     patch: int = Field(4, ge=1, description="ViT patch size in pixels (vit only).")
 
-    @model_validator(mode="after")
-    def _known_size(self) -> ModelConfig:
-        ladder = LADDERS[self.arch]
-        if self.size not in ladder:
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, size: str, info: ValidationInfo) -> str:
+        arch = info.data.get("arch", "mlp")
+        ladder = LADDERS[arch]
+        if size not in ladder:
             raise ValueError(
-                f"size {self.size!r} is not in the {self.arch} ladder; allowed: {', '.join(ladder)}"
+                f"size {size!r} is not in the {arch} ladder; allowed: {', '.join(ladder)}"
             )
-        return self
+        return size
 
 
 class MLP(nn.Module):
