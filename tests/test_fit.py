@@ -117,6 +117,11 @@ def test_too_few_points_raises() -> None:
         fit_curve([1.0, 10.0, 100.0], [1.0, 0.5, 0.3], "power_law_offset")
 
 
+def test_too_few_distinct_compute_values_raises() -> None:
+    with pytest.raises(FitError, match="needs at least 3 distinct compute values, got 2"):
+        fit_curve([1.0, 1.0, 10.0, 10.0], [1.0, 0.9, 0.5, 0.4], "power_law_offset")
+
+
 def test_non_positive_error_raises() -> None:
     with pytest.raises(FitError, match=r"error\[2\] = 0.0 is not positive"):
         fit_curve([1.0, 10.0, 100.0, 1000.0], [1.0, 0.5, 0.0, 0.2], "power_law")
@@ -185,14 +190,17 @@ def test_group_bootstrap_resamples_whole_runs() -> None:
 
 
 def test_bootstrap_counts_failed_resamples() -> None:
-    # Three runs of two points each: a resample that draws one run three times has
-    # only two distinct budgets, too few for a two-parameter fit (probability 1/9).
+    # Three runs of two budgets each: a resample that draws one run three times has
+    # only two distinct budgets, too few for three parameters (probability 1/9).
     compute = np.array([1.0, 2.0, 10.0, 20.0, 100.0, 200.0])
-    error = 3.0 * compute**-0.3
-    result = bootstrap_fit(compute, error, "power_law", n_resamples=90, groups=[0, 0, 1, 1, 2, 2])
+    error = 0.1 + 3.0 * compute**-0.3
+    result = bootstrap_fit(
+        compute, error, "power_law_offset", n_resamples=90, groups=[0, 0, 1, 1, 2, 2]
+    )
     assert 0 < result.n_failed < 30
     assert result.samples["alpha"].size == 90 - result.n_failed
     assert sum(result.failures.values()) == result.n_failed
+    assert any("distinct compute values" in reason for reason in result.failures)
 
 
 def test_bootstrap_groups_must_match_points() -> None:

@@ -1,0 +1,180 @@
+"""Training-step cost against its baselines, measured in the same process.
+
+1. IID step throughput of ``trainers.loop.train_step`` vs a bare PyTorch loop of the same
+   model, batch and optimizer (target: >= 0.95x).
+2. A prioritized (learnability) step vs the sum of its parts timed separately: learner step on
+   B + scorer forward on B/rho + reference forward on B/rho + scorer step on B (target:
+   <= 1.10x).
+
+    python benchmarks/bench_step.py [--threads 2] [--steps 300]
+
+Timings are medians over interleaved repetitions, so drift on a shared machine hits both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import torch
+import torch.nn.functional as F
+
+from trainers.config import RunConfig
+from trainers.data import load_splits
+from trainers.flops import FlopMeter
+from trainers.loop import (
+    RunContext,
+    autocast_for,
+    build_models,
+    build_state,
+    plan_schedule,
+    train_step,
+)
+from trainers.models import build_model
+from trainers.optim import build_optimizer
+
+
+def timed(fn: Callable[[], None], steps: int) -> float:
+    """Seconds per call of fn, over ``steps`` calls."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def bench_config(learner: str, batch: int, policy: str, keep: float) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "dataset": {
+                "train_size": 20000,
+                "test_size": 500,
+                "clean_size": 500,
+                "label_noise": 0.5,
+            },
+            "learner": {"size": learner},
+            "scorer": {"size": "xxs"},
+            "reference": {"size": "s", "steps": 50},
+            "selection": {"policy": policy, "keep": keep},
+            "batch_size": batch,
+            "budget": {"steps": 100_000},
+        }
+    ).resolved()
+
+
+def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float, float]:
+    cfg = bench_config(learner, batch, "iid", 1.0)
+    splits = load_splits(cfg.dataset)
+    with TemporaryDirectory() as tmp:
+        ctx = RunContext(workdir=Path(tmp))
+        models = build_models(cfg, splits, ctx, torch.device("cpu"))
+        schedule = plan_schedule(cfg, models, splits.input_shape)
+        state = build_state(cfg, models, splits, schedule, ctx)
+    meter, autocast = FlopMeter(), autocast_for(torch.device("cpu"))
+
+    bare = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
+    optimizer, scheduler = build_optimizer(bare, cfg.optimizer, schedule.total_steps)
+    x_all, y_all = splits.train_x, splits.train_y
+    position = [0]
+
+    def bare_step() -> None:
+        i = position[0] % (len(y_all) - batch)
+        position[0] += batch
+        x, y = x_all[i : i + batch], y_all[i : i + batch]
+        loss = F.cross_entropy(bare(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    def ours() -> None:
+        train_step(state, cfg, meter, splits, autocast)
+
+    ours_t, bare_t = [], []
+    for _ in range(reps):
+        ours_t.append(timed(ours, steps))
+        bare_t.append(timed(bare_step, steps))
+    return statistics.median(ours_t), statistics.median(bare_t)
+
+
+def prioritized_vs_parts(
+    learner: str, batch: int, keep: float, steps: int, reps: int
+) -> tuple[float, float, dict[str, float]]:
+    cfg = bench_config(learner, batch, "learnability", keep)
+    splits = load_splits(cfg.dataset)
+    with TemporaryDirectory() as tmp:
+        ctx = RunContext(workdir=Path(tmp))
+        models = build_models(cfg, splits, ctx, torch.device("cpu"))
+        schedule = plan_schedule(cfg, models, splits.input_shape)
+        state = build_state(cfg, models, splits, schedule, ctx)
+    meter, autocast = FlopMeter(), autocast_for(torch.device("cpu"))
+    assert state.scorer is not None and state.reference is not None
+    super_batch = cfg.selection.super_batch_size(batch)
+    xs, ys = splits.train_x[:super_batch], splits.train_y[:super_batch]
+    xb, yb = xs[:batch], ys[:batch]
+
+    def learner_step() -> None:
+        state.learner.train_step(xb, yb, autocast)
+
+    def scorer_forward() -> None:
+        with torch.no_grad():
+            F.cross_entropy(state.scorer.model(xs), ys, reduction="none")  # type: ignore[union-attr]
+
+    def reference_forward() -> None:
+        with torch.no_grad():
+            F.cross_entropy(state.reference(xs), ys, reduction="none")  # type: ignore[misc]
+
+    def scorer_step() -> None:
+        state.scorer.train_step(xb, yb, autocast)  # type: ignore[union-attr]
+
+    def ours() -> None:
+        train_step(state, cfg, meter, splits, autocast)
+
+    parts = {
+        "learner_step": learner_step,
+        "scorer_forward": scorer_forward,
+        "reference_forward": reference_forward,
+        "scorer_step": scorer_step,
+    }
+    ours_t: list[float] = []
+    part_t: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(reps):
+        ours_t.append(timed(ours, steps))
+        for name, fn in parts.items():
+            part_t[name].append(timed(fn, steps))
+    medians = {k: statistics.median(v) for k, v in part_t.items()}
+    return statistics.median(ours_t), sum(medians.values()), medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.steps} steps x {args.reps} reps (medians)\n"
+    )
+    print("IID step vs a bare PyTorch loop (target: throughput ratio >= 0.95)")
+    print(f"{'learner':>8} {'B':>5} {'ours ms':>9} {'bare ms':>9} {'throughput ratio':>17}")
+    for learner, batch in [("s", 64), ("l", 256), ("xl", 256), ("xxl", 512)]:
+        ours, bare = iid_vs_bare(learner, batch, args.steps, args.reps)
+        print(f"{learner:>8} {batch:>5} {ours * 1e3:9.3f} {bare * 1e3:9.3f} {bare / ours:17.3f}")
+    print("\nLearnability step vs the sum of its parts (target: ratio <= 1.10)")
+    print(
+        f"{'learner':>8} {'B':>5} {'keep':>5} {'ours ms':>9} {'parts ms':>9} {'ratio':>7}   parts"
+    )
+    for learner, batch, keep in [("l", 64, 0.25), ("xl", 256, 0.25), ("xxl", 256, 0.1)]:
+        ours, total, parts = prioritized_vs_parts(learner, batch, keep, args.steps, args.reps)
+        detail = ", ".join(f"{k} {v * 1e3:.3f}" for k, v in parts.items())
+        print(
+            f"{learner:>8} {batch:>5} {keep:>5} {ours * 1e3:9.3f} {total * 1e3:9.3f} {ours / total:7.3f}   {detail}"
+        )
+
+
+if __name__ == "__main__":
+    main()
