@@ -77,13 +77,16 @@ def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float,
 
     bare = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
     optimizer, scheduler = build_optimizer(bare, cfg.optimizer, schedule.total_steps)
+    # The baseline shuffles too (a random permutation per epoch), as any real training loop does.
     x_all, y_all = splits.train_x, splits.train_y
+    order = torch.randperm(len(y_all))
     position = [0]
 
     def bare_step() -> None:
         i = position[0] % (len(y_all) - batch)
         position[0] += batch
-        x, y = x_all[i : i + batch], y_all[i : i + batch]
+        idx = order[i : i + batch]
+        x, y = x_all[idx], y_all[idx]
         loss = F.cross_entropy(bare(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -19,6 +19,7 @@ error names the dotted key, the value, what is allowed, and the file and line it
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from orchestrator.errors import SweepSpecError
 from orchestrator.executors import ExecutorConfig
+from orchestrator.plan import PlanConfig
 from trainers.config import RunConfig
+from trainers.loop import preflight
 from trainers.tracking import TrackingConfig
 
 
@@ -57,7 +60,10 @@ class SweepSettings(BaseModel):
     )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow.")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="Where runs go.")
-    max_attempts: int = Field(3, ge=1, description="Attempts per run before `retry` gives up.")
+    max_attempts: int = Field(
+        3, ge=1, description="Attempts (job starts) per run before `retry` gives up on it."
+    )
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="Cost estimate (`plan`).")
 
 
 SWEEP_KEYS = set(SweepSettings.model_fields) | {"grid"}
@@ -70,6 +76,15 @@ class PlannedRun:
     run_id: str
     config: RunConfig
     label: dict[str, Any]
+    config_json: str = ""  # canonical JSON of the config (what the run id hashes)
+
+    def config_text(self) -> str:
+        return self.config_json or canonical_json(self.config.model_dump(mode="json"))
+
+
+def canonical_json(data: Any) -> str:
+    """The JSON text ``trainers.config.config_hash`` hashes (sorted keys, no spaces)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass
@@ -279,24 +294,117 @@ def parse_sweep(text: str, source: str, overrides: list[str] | tuple[str, ...] =
                 "Move sweep settings out of the grid.",
             )
     sweep.runs = list(_expand(sweep, lines))
+    preflight(r.config for r in sweep.runs)  # data files readable, models fit the data
     return sweep
 
 
 def _expand(sweep: Sweep, lines: Lines) -> Iterator[PlannedRun]:
+    """Grid points -> resolved configs, deduplicated by run id.
+
+    The base is validated once. A grid point re-validates only the top-level sections its
+    grid keys touch (cached per distinct section value), then the cheap top-level checks;
+    100k points take seconds. A point that fails the fast path is validated again from
+    scratch, so its error message is exactly the one a plain validation would give.
+    """
     keys = list(sweep.grid)
     seen: set[str] = set()
     # Validate the base once, so its errors point at the base's lines rather than a grid point.
-    _validate(sweep.base, lines, grid_keys=set())
+    base_config = _validate(sweep.base, lines, grid_keys=set())
+    fast = _FastValidator(sweep.base, base_config, keys)
     for values in itertools.product(*(sweep.grid[k] for k in keys)):
-        point = _deep_copy(sweep.base)
-        for key, value in zip(keys, values, strict=True):
-            _set_dotted(point, key, value)
-        config = _validate(point, lines, grid_keys=set(keys)).resolved()
-        run_id = config.run_id()
+        point_values = dict(zip(keys, values, strict=True))
+        config = fast.validate(point_values)
+        if config is None:  # slow path: the error message a full validation gives
+            point = _deep_copy(sweep.base)
+            for key, value in point_values.items():
+                _set_dotted(point, key, value)
+            config = _validate(point, lines, grid_keys=set(keys))
+        resolved = config.resolved()
+        text = fast.dump(resolved)
+        run_id = config_hash_text(text)
         if run_id in seen:  # e.g. iid runs that differ only in an unused scorer size
             continue
         seen.add(run_id)
-        yield PlannedRun(run_id, config, dict(zip(keys, values, strict=True)))
+        yield PlannedRun(run_id, resolved, point_values, text)
+
+
+def config_hash_text(text: str, length: int = 16) -> str:
+    """``trainers.config.config_hash`` of data whose canonical JSON is ``text``."""
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+class _FastValidator:
+    """Validates grid points section by section, reusing validated sub-models."""
+
+    def __init__(self, base: dict[str, Any], base_config: RunConfig, keys: list[str]) -> None:
+        self.base = base
+        self.fields = RunConfig.model_fields
+        self.base_values = {name: getattr(base_config, name) for name in self.fields}
+        self.adapters: dict[str, TypeAdapter[Any]] = {}
+        self.sections: dict[tuple[str, str], Any] = {}
+        self.fragments: dict[int, tuple[Any, str]] = {}
+        # Grid keys grouped by the top-level field they change.
+        self.by_section: dict[str, list[str]] = {}
+        for key in keys:
+            self.by_section.setdefault(key.split(".")[0], []).append(key)
+
+    def validate(self, point: dict[str, Any]) -> RunConfig | None:
+        values = dict(self.base_values)
+        for section, keys in self.by_section.items():
+            if section not in self.fields:
+                return None
+            if keys == [section]:  # a whole field: validated with the top level below
+                values[section] = point[section]
+                continue
+            if section in keys:  # a whole field and its sub-keys: the slow path sorts it out
+                return None
+            raw = _deep_copy(self.base.get(section))
+            raw = raw if isinstance(raw, dict) else {}
+            for key in keys:
+                _set_dotted(raw, key.split(".", 1)[1], point[key])
+            cache_key = (section, canonical_json_loose(raw))
+            if cache_key not in self.sections:
+                adapter = self.adapters.get(section)
+                if adapter is None:
+                    annotation: Any = self.fields[section].annotation
+                    adapter = self.adapters[section] = TypeAdapter(annotation)
+                try:
+                    self.sections[cache_key] = adapter.validate_python(raw)
+                except ValidationError:
+                    return None
+            values[section] = self.sections[cache_key]
+        try:
+            return RunConfig.model_validate(values)
+        except ValidationError:
+            return None
+
+    def dump(self, config: RunConfig) -> str:
+        """Canonical JSON of ``config.model_dump(mode="json")``, from cached per-field pieces."""
+        parts = []
+        for name in sorted(self.fields):
+            value = getattr(config, name)
+            if isinstance(value, BaseModel):
+                cached = self.fragments.get(id(value))
+                if cached is None or cached[0] is not value:
+                    cached = (value, canonical_json(value.model_dump(mode="json")))
+                    self.fragments[id(value)] = cached
+                fragment = cached[1]
+            else:
+                fragment = canonical_json(
+                    RunConfig.__pydantic_serializer__.to_python(
+                        config, mode="json", include={name}
+                    )[name]
+                    if not isinstance(value, int | float | str | bool | None)
+                    else value
+                )
+            parts.append(f"{json.dumps(name)}:{fragment}")
+        return "{" + ",".join(parts) + "}"
+
+
+def canonical_json_loose(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=repr)
 
 
 def _validate(data: dict[str, Any], lines: Lines, grid_keys: set[str]) -> RunConfig:

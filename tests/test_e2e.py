@@ -56,15 +56,33 @@ def test_tiny_sweep_end_to_end(tiny_sweep: Path, capsys: pytest.CaptureFixture[s
 
 def test_a_failing_run_is_recorded_with_its_traceback(tmp_path: Path) -> None:
     sweep_file = tmp_path / "bad.yaml"
-    # A transferred reference with another input length fails inside the run, not at validation.
+    # device: cuda passes validation (the submitting machine need not have the GPU) and fails
+    # inside the run on a machine without CUDA.
     sweep_file.write_text(
         "name: fails\n"
         f"workdir: {tmp_path / 'work'}\n"
         "executor: {kind: inline}\n"
-        "dataset: {name: npz, path: /nonexistent/data.npz}\n"
+        "device: cuda\n"
         "budget: {steps: 5}\n"
     )
     assert main(["run", str(sweep_file), "--no-report"]) == 1
     sweep = load_sweep(sweep_file)
     (row,) = RunStore(sweep.store_url).runs("fails")
-    assert row.status == "failed" and "DataError" in (row.error_tail or "")
+    assert row.status == "failed" and "CUDA" in (row.error_tail or "")
+
+
+def test_missing_data_file_fails_before_anything_is_registered(tmp_path: Path) -> None:
+    sweep_file = tmp_path / "bad.yaml"
+    sweep_file.write_text(
+        "name: nodata\n"
+        f"workdir: {tmp_path / 'work'}\n"
+        "dataset: {name: npz, path: /nonexistent/data.npz}\n"
+    )
+    assert main(["run", str(sweep_file)]) == 2
+    assert not (tmp_path / "work").exists()
+
+
+def test_model_that_does_not_fit_the_data_fails_at_validation(tmp_path: Path) -> None:
+    sweep_file = tmp_path / "bad.yaml"
+    sweep_file.write_text("name: vit\nlearner: {arch: vit, size: xs}\n")
+    assert main(["validate", str(sweep_file)]) == 2

@@ -446,7 +446,7 @@ class DataConfig(BaseModel):
             )
         if self.name != "mnist1d" and self.path is None:
             raise ValueError(
-                f"path=None is not allowed with name={self.name!r}: set data.path to "
+                f"path=None is not allowed with name={self.name!r}: set dataset.path to "
                 + ("the .npz file" if self.name == "npz" else "the dataset's root folder")
             )
         if self.regime == "stream" and self.name != "mnist1d":
@@ -604,7 +604,7 @@ def _finish_file_splits(
 
 def _required_path(cfg: DataConfig) -> Path:
     if cfg.path is None:  # DataConfig rejects this; guards against later assignment
-        raise ConfigError(f"path=None is not allowed with name={cfg.name!r}: set data.path")
+        raise ConfigError(f"path=None is not allowed with name={cfg.name!r}: set dataset.path")
     return Path(cfg.path)
 
 
@@ -618,7 +618,7 @@ def _load_npz(cfg: DataConfig) -> _FileArrays:
     """
     path = _required_path(cfg)
     if not path.is_file():
-        raise DataError(f"data file {str(path)!r} does not exist; set data.path to an .npz file")
+        raise DataError(f"data file {str(path)!r} does not exist; set dataset.path to an .npz file")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

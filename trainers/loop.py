@@ -15,8 +15,10 @@ produces exactly the metrics of an uninterrupted one (bitwise on CPU).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from torch import nn
 
 from orchestrator.errors import ConfigError
 from trainers.config import RunConfig
-from trainers.data import BatchSource, Splits, load_splits, make_source
+from trainers.data import BatchSource, DataConfig, Splits, load_splits, make_source
 from trainers.flops import FlopLedger, FlopMeter, measure_train_flops
 from trainers.models import build_model, count_params
 from trainers.optim import build_optimizer
@@ -386,11 +388,43 @@ class FlopEstimate:
     total: float  # the ledger total the run will reach
 
 
-def _input_spec(cfg: RunConfig) -> tuple[tuple[int, ...], int]:
-    if cfg.dataset.name == "mnist1d":  # known without generating any data
+@functools.lru_cache(maxsize=64)
+def _dataset_spec(data_json: str) -> tuple[tuple[int, ...], int]:
+    """(input shape, classes) of a dataset; loads files, so errors surface here."""
+    data = DataConfig.model_validate_json(data_json)
+    if data.name == "mnist1d":  # known without generating any data
         return (40,), 10
-    splits = load_splits(cfg.dataset)
+    splits = load_splits(data)
     return splits.input_shape, splits.num_classes
+
+
+def _input_spec(cfg: RunConfig) -> tuple[tuple[int, ...], int]:
+    return _dataset_spec(cfg.dataset.model_dump_json())
+
+
+def preflight(configs: Iterable[RunConfig]) -> None:
+    """Fail before anything runs on what a config cannot know alone: data files that are
+    missing or malformed, models that do not fit the data's shape, transferred references
+    whose data differ in shape. Each distinct dataset is read, and each model built, once."""
+    checked: set[tuple[str, str]] = set()
+    for cfg in configs:
+        spec = _input_spec(cfg)
+        if cfg.uses_reference and cfg.reference and cfg.reference.dataset is not None:
+            other = _dataset_spec(cfg.reference.dataset.model_dump_json())
+            if other != spec:
+                raise ConfigError(
+                    f"reference.dataset gives inputs {other[0]} with {other[1]} classes, but "
+                    f"dataset gives {spec[0]} with {spec[1]}; a transferred reference must "
+                    "match the target's shapes"
+                )
+        models = [cfg.learner]
+        models += [cfg.scorer] if cfg.uses_scorer and cfg.scorer else []
+        models += [cfg.reference] if cfg.uses_reference and cfg.reference else []
+        for model_cfg in models:
+            key = (model_cfg.model_dump_json(include={"arch", "size", "patch"}), repr(spec))
+            if key not in checked:
+                checked.add(key)
+                build_model(model_cfg, spec[0], spec[1], seed=0)
 
 
 def estimate_flops(cfg: RunConfig) -> FlopEstimate:
