@@ -7,6 +7,7 @@ import torch
 
 from trainers.flops import FlopLedger, FlopMeter, measure_forward_flops, measure_train_flops
 from trainers.models import ModelConfig, build_model
+from trainers.tasks import Classification
 
 
 def weight_params(model: torch.nn.Module) -> int:
@@ -39,10 +40,15 @@ def test_measuring_a_train_step_leaves_the_model_untouched() -> None:
 
 def test_meter_caches_per_shape() -> None:
     model = build_model(ModelConfig(arch="mlp", size="s"), (40,), 10, seed=0)
-    meter = FlopMeter()
-    a = meter.forward("learner", model, torch.zeros(8, 40))
-    assert meter.forward("learner", model, torch.zeros(8, 40)) == a
-    assert meter.forward("learner", model, torch.zeros(16, 40)) == 2 * a
+    meter, task = FlopMeter(), Classification()
+
+    def score(n: int) -> int:
+        x, y = torch.zeros(n, 40), torch.zeros(n, dtype=torch.long)
+        return meter.scoring("learner", model, x, y, task.per_example_loss)
+
+    a = score(8)
+    assert a == measure_forward_flops(model, torch.zeros(8, 40))
+    assert score(8) == a and score(16) == 2 * a
 
 
 @pytest.mark.parametrize(

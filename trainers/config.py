@@ -70,6 +70,9 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    task: Literal["classification"] = Field(
+        "classification", description="What the models learn (trainers/tasks.py)."
+    )
     seed: int = Field(0, description="Seed for model init, data order and selection sampling.")
     batch_size: int = Field(64, ge=1, description="Learner batch size B (examples kept per step).")
     dataset: DataConfig = Field(default_factory=DataConfig, description="Training data.")

@@ -22,6 +22,7 @@ Counters (cumulative over the run):
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +44,13 @@ COUNTERS = (
 )
 
 
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
 def measure_forward_flops(model: nn.Module, x: torch.Tensor) -> int:
     """FLOPs of one forward pass of ``model`` on the batch ``x``."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -50,11 +58,22 @@ def measure_forward_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def measure_train_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """FLOPs of forward + backward of the cross-entropy loss, on a copy (grads untouched)."""
+def measure_scoring_flops(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, per_example_loss: LossFn
+) -> int:
+    """FLOPs of scoring a super-batch: the per-example loss without gradients."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        per_example_loss(model, x, y)
+    return int(counter.get_total_flops())
+
+
+def measure_train_flops(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: LossFn = _classification_loss
+) -> int:
+    """FLOPs of forward + backward of the training loss, on a copy (grads untouched)."""
     probe = copy.deepcopy(model)
     with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(probe(x), y).backward()
+        loss(probe, x, y).backward()
     return int(counter.get_total_flops())
 
 
@@ -64,16 +83,25 @@ class FlopMeter:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str, tuple[int, ...]], int] = {}
 
-    def forward(self, role: str, model: nn.Module, x: torch.Tensor) -> int:
-        key = (role, "forward", tuple(x.shape))
+    def scoring(
+        self,
+        role: str,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        per_example_loss: LossFn,
+    ) -> int:
+        key = (role, "scoring", tuple(x.shape))
         if key not in self._cache:
-            self._cache[key] = measure_forward_flops(model, x)
+            self._cache[key] = measure_scoring_flops(model, x, y, per_example_loss)
         return self._cache[key]
 
-    def train(self, role: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    def train(
+        self, role: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: LossFn
+    ) -> int:
         key = (role, "train", tuple(x.shape))
         if key not in self._cache:
-            self._cache[key] = measure_train_flops(model, x, y)
+            self._cache[key] = measure_train_flops(model, x, y, loss)
         return self._cache[key]
 
 

@@ -25,17 +25,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from orchestrator.errors import ConfigError
 from trainers.config import RunConfig
 from trainers.data import BatchSource, DataConfig, Splits, load_splits, make_source
-from trainers.flops import FlopLedger, FlopMeter, measure_train_flops
-from trainers.models import build_model, count_params
+from trainers.flops import FlopLedger, FlopMeter, LossFn, measure_train_flops
+from trainers.models import ModelConfig, count_params
 from trainers.optim import build_optimizer
 from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain
 from trainers.selection import POLICIES, Losses, select
+from trainers.tasks import TASKS, DataSpec, Task, data_spec
 from trainers.tracking import MetricLogger
 
 SCORER_SEED_OFFSET = 1_000_003
@@ -57,10 +57,11 @@ class Trainee:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    loss_fn: LossFn
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> float:
         with autocast():
-            loss = F.cross_entropy(self.model(x), y)
+            loss = self.loss_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -151,10 +152,10 @@ def autocast_for(device: torch.device) -> Any:
 
 
 def per_example_loss(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: Any
+    task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: Any
 ) -> torch.Tensor:
     with torch.no_grad(), autocast():
-        return F.cross_entropy(model(x), y, reduction="none").float()
+        return task.per_example_loss(model, x, y).float()
 
 
 @dataclass
@@ -171,18 +172,18 @@ class Models:
 
 
 def build_models(cfg: RunConfig, splits: Splits, ctx: RunContext, device: torch.device) -> Models:
-    shape, classes = splits.input_shape, splits.num_classes
-    learner = build_model(cfg.learner, shape, classes, cfg.seed).to(device)
+    task, spec = TASKS[cfg.task], data_spec(splits)
+    learner = task.build(cfg.learner, spec, cfg.seed).to(device)
     scorer = None
     if cfg.uses_scorer:
         assert cfg.scorer is not None
-        scorer = build_model(cfg.scorer, shape, classes, cfg.seed + SCORER_SEED_OFFSET).to(device)
+        scorer = task.build(cfg.scorer, spec, cfg.seed + SCORER_SEED_OFFSET).to(device)
     if not cfg.uses_reference:
         return Models(learner, scorer, None)
     assert cfg.reference is not None
     if cfg.reference.mode == "parallel":
         seed = cfg.seed + REFERENCE_SEED_OFFSET
-        return Models(learner, scorer, build_model(cfg.reference, shape, classes, seed).to(device))
+        return Models(learner, scorer, task.build(cfg.reference, spec, seed).to(device))
     reference, flops, _ = load_or_pretrain(cfg, splits, ctx.workdir / "references", device)
     return Models(learner, scorer, reference, flops)
 
@@ -192,7 +193,7 @@ def build_state(
 ) -> TrainState:
     def trainee(model: nn.Module, lr: float | None) -> Trainee:
         optimizer, scheduler = build_optimizer(model, cfg.optimizer, schedule.total_steps, lr=lr)
-        return Trainee(model, optimizer, scheduler)
+        return Trainee(model, optimizer, scheduler, TASKS[cfg.task].loss)
 
     ledger = FlopLedger(cfg.reference_cost, ctx.reference_share)
     ledger.add("reference_pretrain", models.reference_pretrain_flops)
@@ -218,7 +219,7 @@ def train_step(
 ) -> float:
     """One learner step: super-batch -> scores -> selection -> learner and scorer updates."""
     device = next(state.learner.model.parameters()).device
-    policy = POLICIES[cfg.selection.policy]
+    policy, task = POLICIES[cfg.selection.policy], TASKS[cfg.task]
     B = cfg.batch_size
     x, y, corrupted = state.source.next(cfg.selection.super_batch_size(B))
     x, y = x.to(device), y.to(device)
@@ -228,8 +229,10 @@ def train_step(
         losses: Losses = {}
         for role in policy.needs:
             model = scoring_models[role]
-            losses[role] = per_example_loss(model, x, y, autocast)
-            state.ledger.add(f"{role}_forward", meter.forward(role, model, x))
+            losses[role] = per_example_loss(task, model, x, y, autocast)
+            state.ledger.add(
+                f"{role}_forward", meter.scoring(role, model, x, y, task.per_example_loss)
+            )
         keep = select(
             policy.score(losses),
             B,
@@ -239,16 +242,17 @@ def train_step(
         )
         x, y, corrupted = x[keep], y[keep], corrupted[keep.cpu()]
 
-    state.ledger.add("learner_train", meter.train("learner", state.learner.model, x, y))
+    state.ledger.add("learner_train", meter.train("learner", state.learner.model, x, y, task.loss))
     loss = state.learner.train_step(x, y, autocast)
     if state.scorer:
-        state.ledger.add("scorer_train", meter.train("scorer", state.scorer.model, x, y))
+        state.ledger.add("scorer_train", meter.train("scorer", state.scorer.model, x, y, task.loss))
         state.scorer.train_step(x, y, autocast)
     if state.reference_trainee:  # parallel reference: IID batches of the clean split
         idx = torch.randint(len(splits.clean_y), (B,), generator=state.generator)
         rx, ry = splits.clean_x[idx].to(device), splits.clean_y[idx].to(device)
         state.ledger.add(
-            "reference_train", meter.train("reference", state.reference_trainee.model, rx, ry)
+            "reference_train",
+            meter.train("reference", state.reference_trainee.model, rx, ry, task.loss),
         )
         state.reference_trainee.train_step(rx, ry, autocast)
 
@@ -258,23 +262,23 @@ def train_step(
     return loss
 
 
-def plan_schedule(cfg: RunConfig, models: Models, input_shape: tuple[int, ...]) -> Schedule:
+def plan_schedule(cfg: RunConfig, models: Models, spec: DataSpec) -> Schedule:
     """Measure one step's FLOPs, then fix the step count and the log-spaced evaluation steps."""
     device = next(models.learner.parameters()).device
-    B = cfg.batch_size
-    x = torch.zeros((cfg.selection.super_batch_size(B), *input_shape), device=device)
-    y = torch.zeros(B, dtype=torch.long, device=device)
+    task, B = TASKS[cfg.task], cfg.batch_size
+    x, y = task.dummy_batch(cfg.selection.super_batch_size(B), spec, device)
     roles = models.by_role()
     probe, meter = FlopLedger(cfg.reference_cost), FlopMeter()
     for role in POLICIES[cfg.selection.policy].needs:
         model = roles[role]
         assert model is not None
-        probe.add(f"{role}_forward", meter.forward(role, model, x))
-    probe.add("learner_train", meter.train("learner", models.learner, x[:B], y))
+        probe.add(f"{role}_forward", meter.scoring(role, model, x, y, task.per_example_loss))
+    xb, yb = x[:B], y[:B]
+    probe.add("learner_train", meter.train("learner", models.learner, xb, yb, task.loss))
     if models.scorer is not None:
-        probe.add("scorer_train", meter.train("scorer", models.scorer, x[:B], y))
+        probe.add("scorer_train", meter.train("scorer", models.scorer, xb, yb, task.loss))
     if cfg.reference is not None and cfg.reference.mode == "parallel" and models.reference:
-        probe.add("reference_train", meter.train("reference", models.reference, x[:B], y))
+        probe.add("reference_train", meter.train("reference", models.reference, xb, yb, task.loss))
     step_flops = probe.total
     # Evaluation points are log-spaced in *total* FLOPs, which start at the charged reference cost.
     probe.add("reference_pretrain", models.reference_pretrain_flops)
@@ -295,21 +299,6 @@ def plan_schedule(cfg: RunConfig, models: Models, input_shape: tuple[int, ...]) 
     )
     steps = {min(total_steps, max(1, math.ceil((p - offset) / step_flops - 1e-9))) for p in points}
     return Schedule(total_steps, tuple(sorted(steps | {total_steps})), step_flops)
-
-
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any
-) -> dict[str, float]:
-    device = next(model.parameters()).device
-    correct, loss_sum = 0, 0.0
-    with torch.no_grad(), autocast():
-        for i in range(0, len(y), batch_size):
-            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            logits = model(xb).float()
-            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-            correct += int((logits.argmax(1) == yb).sum())
-    accuracy = correct / len(y)
-    return {"accuracy": accuracy, "error": 1 - accuracy, "loss": loss_sum / len(y)}
 
 
 def save_checkpoint(state: TrainState, path: Path) -> None:
@@ -346,8 +335,9 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
     device = pick_device(cfg)
     autocast = autocast_for(device)
     splits = load_splits(cfg.dataset)
+    task = TASKS[cfg.task]
     models = build_models(cfg, splits, ctx, device)
-    schedule = plan_schedule(cfg, models, splits.input_shape)
+    schedule = plan_schedule(cfg, models, data_spec(splits))
     state = build_state(cfg, models, splits, schedule, ctx)
     if ctx.checkpoint_path and ctx.checkpoint_path.exists():
         state.load_state_dict(torch.load(ctx.checkpoint_path, weights_only=False))
@@ -358,9 +348,7 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
     while state.step < schedule.total_steps:
         train_loss = train_step(state, cfg, meter, splits, autocast)
         if state.step in schedule.eval_steps:
-            metrics = evaluate(
-                state.learner.model, splits.test_x, splits.test_y, cfg.eval.batch_size, autocast
-            )
+            metrics = task.evaluate(state.learner.model, splits, cfg.eval.batch_size, autocast)
             seen, total = state.selected_corrupted
             metrics |= state.ledger.metrics() | {
                 "train_loss": train_loss,
@@ -389,67 +377,62 @@ class FlopEstimate:
 
 
 @functools.lru_cache(maxsize=64)
-def _dataset_spec(data_json: str) -> tuple[tuple[int, ...], int]:
-    """(input shape, classes) of a dataset; loads files, so errors surface here."""
+def _dataset_spec(data_json: str) -> DataSpec:
+    """Shapes of a dataset; loads files, so a missing or malformed file fails here."""
     data = DataConfig.model_validate_json(data_json)
     if data.name == "mnist1d":  # known without generating any data
-        return (40,), 10
-    splits = load_splits(data)
-    return splits.input_shape, splits.num_classes
-
-
-def _input_spec(cfg: RunConfig) -> tuple[tuple[int, ...], int]:
-    return _dataset_spec(cfg.dataset.model_dump_json())
+        return DataSpec(input_shape=(40,), num_classes=10)
+    return data_spec(load_splits(data))
 
 
 def preflight(configs: Iterable[RunConfig]) -> None:
     """Fail before anything runs on what a config cannot know alone: data files that are
     missing or malformed, models that do not fit the data's shape, transferred references
     whose data differ in shape. Each distinct dataset is read, and each model built, once."""
-    checked: set[tuple[str, str]] = set()
+    checked: set[tuple[str, str, DataSpec]] = set()
     for cfg in configs:
-        spec = _input_spec(cfg)
+        spec = _dataset_spec(cfg.dataset.model_dump_json())
         if cfg.uses_reference and cfg.reference and cfg.reference.dataset is not None:
             other = _dataset_spec(cfg.reference.dataset.model_dump_json())
             if other != spec:
                 raise ConfigError(
-                    f"reference.dataset gives inputs {other[0]} with {other[1]} classes, but "
-                    f"dataset gives {spec[0]} with {spec[1]}; a transferred reference must "
-                    "match the target's shapes"
+                    f"reference.dataset gives inputs {other.input_shape} with "
+                    f"{other.num_classes} classes, but dataset gives {spec.input_shape} with "
+                    f"{spec.num_classes}; a transferred reference must match the target's shapes"
                 )
-        models = [cfg.learner]
-        models += [cfg.scorer] if cfg.uses_scorer and cfg.scorer else []
-        models += [cfg.reference] if cfg.uses_reference and cfg.reference else []
-        for model_cfg in models:
-            key = (model_cfg.model_dump_json(include={"arch", "size", "patch"}), repr(spec))
+        for model_cfg in _models_used(cfg):
+            key = (cfg.task, model_cfg.model_dump_json(include={"arch", "size", "patch"}), spec)
             if key not in checked:
                 checked.add(key)
-                build_model(model_cfg, spec[0], spec[1], seed=0)
+                TASKS[cfg.task].build(model_cfg, spec, seed=0)
+
+
+def _models_used(cfg: RunConfig) -> list[ModelConfig]:
+    used = [cfg.learner]
+    used += [cfg.scorer] if cfg.uses_scorer and cfg.scorer else []
+    used += [cfg.reference] if cfg.uses_reference and cfg.reference else []
+    return used
 
 
 def estimate_flops(cfg: RunConfig) -> FlopEstimate:
     """The run's ledger total without training: one measured step x steps, plus the reference."""
-    shape, classes = _input_spec(cfg)
-    models = Models(
-        learner=build_model(cfg.learner, shape, classes, 0),
-        scorer=build_model(cfg.scorer, shape, classes, 0)
-        if cfg.uses_scorer and cfg.scorer
-        else None,
-        reference=build_model(cfg.reference, shape, classes, 0)
-        if cfg.uses_reference and cfg.reference
-        else None,
-    )
+    task, spec = TASKS[cfg.task], _dataset_spec(cfg.dataset.model_dump_json())
+
+    def build(model_cfg: ModelConfig | None, used: bool) -> nn.Module | None:
+        return task.build(model_cfg, spec, 0) if used and model_cfg is not None else None
+
+    reference = build(cfg.reference, cfg.uses_reference)
     pretrain = 0.0
-    if (
-        cfg.reference is not None
-        and models.reference is not None
-        and cfg.reference.mode == "pretrained"
-    ):
-        x = torch.zeros((cfg.reference.batch_size, *shape))
-        y = torch.zeros(cfg.reference.batch_size, dtype=torch.long)
-        pretrain = cfg.reference.steps * float(measure_train_flops(models.reference, x, y))
-    models.reference_pretrain_flops = pretrain
-    schedule = plan_schedule(cfg, models, shape)
+    if cfg.reference is not None and reference is not None and cfg.reference.mode == "pretrained":
+        x, y = task.dummy_batch(cfg.reference.batch_size, spec, torch.device("cpu"))
+        pretrain = cfg.reference.steps * float(measure_train_flops(reference, x, y, task.loss))
+    models = Models(
+        learner=task.build(cfg.learner, spec, 0),
+        scorer=build(cfg.scorer, cfg.uses_scorer),
+        reference=reference,
+        reference_pretrain_flops=pretrain,
+    )
+    schedule = plan_schedule(cfg, models, spec)
     ledger = FlopLedger(cfg.reference_cost)
     ledger.add("reference_pretrain", pretrain)
     total = ledger.reference_pretrain_charged + schedule.total_steps * schedule.step_flops

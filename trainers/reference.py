@@ -16,15 +16,14 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from orchestrator.errors import ConfigError
 from trainers.config import ReferenceConfig, RunConfig, config_hash
 from trainers.data import DataConfig, Splits, load_splits
 from trainers.flops import FlopMeter
-from trainers.models import build_model
 from trainers.optim import OptimConfig, build_optimizer
+from trainers.tasks import TASKS, Task, data_spec
 
 # Seeds of the three models of a run are offset so that learner, scorer and reference never
 # start from the same weights even when they share an architecture and size.
@@ -42,10 +41,12 @@ def reference_key(cfg: RunConfig) -> str:
     ref = cfg.reference.model_dump(mode="json", exclude={"mode"})
     data = reference_data(cfg).model_dump(mode="json")
     optim = cfg.optimizer.model_dump(mode="json")
-    return config_hash({"reference": ref, "data": data, "optimizer": optim, "seed": cfg.seed})
+    key = {"reference": ref, "data": data, "optimizer": optim, "seed": cfg.seed, "task": cfg.task}
+    return config_hash(key)
 
 
 def pretrain(
+    task: Task,
     ref: ReferenceConfig,
     optim: OptimConfig,
     splits: Splits,
@@ -53,7 +54,7 @@ def pretrain(
     device: torch.device,
 ) -> tuple[nn.Module, float]:
     """Train a reference on the clean split; returns the model and the FLOPs it cost."""
-    model = build_model(ref, splits.input_shape, splits.num_classes, seed + REFERENCE_SEED_OFFSET)
+    model = task.build(ref, data_spec(splits), seed + REFERENCE_SEED_OFFSET)
     model.to(device)
     optimizer, scheduler = build_optimizer(model, optim, ref.steps, lr=ref.lr)
     generator = torch.Generator().manual_seed(seed + REFERENCE_SEED_OFFSET)
@@ -64,8 +65,8 @@ def pretrain(
     for _ in range(ref.steps):
         idx = torch.randint(n, (batch,), generator=generator)
         x, y = splits.clean_x[idx].to(device), splits.clean_y[idx].to(device)
-        flops += meter.train("reference", model, x, y)
-        loss = F.cross_entropy(model(x), y)
+        flops += meter.train("reference", model, x, y, task.loss)
+        loss = task.loss(model, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -92,13 +93,15 @@ def load_or_pretrain(
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent runs wait for the first to train it
         try:
             if not path.exists():
-                model, flops = pretrain(cfg.reference, cfg.optimizer, splits, cfg.seed, device)
+                model, flops = pretrain(
+                    TASKS[cfg.task], cfg.reference, cfg.optimizer, splits, cfg.seed, device
+                )
                 tmp = path.with_suffix(".tmp")
                 torch.save({"state_dict": model.state_dict(), "flops": flops}, tmp)
                 os.replace(tmp, path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     saved = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(cfg.reference, splits.input_shape, splits.num_classes, seed=0)
+    model = TASKS[cfg.task].build(cfg.reference, data_spec(splits), seed=0)
     model.load_state_dict(saved["state_dict"])
     return model.to(device), float(saved["flops"]), path
