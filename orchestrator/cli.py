@@ -1,8 +1,12 @@
 """The ``activescale`` command line.
 
     activescale validate SWEEP.yaml        expand the grid, print the run table
+    activescale plan SWEEP.yaml            runs, estimated FLOPs and GPU-hours
     activescale run SWEEP.yaml             validate -> register -> execute -> report
-    activescale status SWEEP               where the sweep stands (YAML path or sweep name)
+    activescale submit SWEEP.yaml          validate -> register -> sbatch job arrays, return
+    activescale status SWEEP [--watch]     where the sweep stands (YAML path or sweep name)
+    activescale retry SWEEP.yaml           resubmit failed, timed-out and cancelled runs
+    activescale cancel SWEEP               scancel the sweep's in-flight jobs
     activescale report SWEEP [SWEEP ...]   fits, comparisons, report.html
 
 Every user error is an ``ActivescaleError``: one message, exit code 2, nothing half-done.
@@ -13,20 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestrator.errors import ActivescaleError, SweepSpecError
+from orchestrator.errors import ActivescaleError, SubmissionError, SweepSpecError
 from orchestrator.executors import Executor
-from orchestrator.store import RunStore
+from orchestrator.store import IN_FLIGHT, STATUSES, RunStore
 from orchestrator.worker import RunJob
+
+if TYPE_CHECKING:
+    from orchestrator.spec import Sweep
 
 console = Console()
 err_console = Console(stderr=True)
@@ -118,9 +127,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"{skipped} runs already completed: not rerun")
     if registration.in_flight:
         console.print(f"{registration.in_flight} runs are in flight elsewhere: left alone")
-    if rows:
+    if rows and sweep.settings.executor.kind == "slurm":
+        from orchestrator.launch import submit_sweep
+
+        submit_sweep(sweep, store, retry=False)
+        if any(r.status != "pending" for r in rows):
+            submit_sweep(sweep, store, retry=True)
+        _watch(store, sweep.name, args.interval)
+    elif rows:
         jobs = make_jobs(sweep, rows, registration)
-        executor = make_executor(sweep.settings.executor, sweep.workdir)
+        executor = make_executor(sweep.settings.executor, sweep.workdir, store)
         _execute_with_progress(executor, jobs, store, sweep.name)
     else:
         console.print("nothing to run")
@@ -159,11 +175,138 @@ def _counts_line(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no runs"
 
 
+def _load_for_slurm(args: argparse.Namespace) -> Sweep:
+    from orchestrator.spec import load_sweep
+
+    overrides = list(args.override)
+    if getattr(args, "executor", None):
+        overrides.append(f"executor.kind={args.executor}")
+    return load_sweep(args.sweep, overrides)
+
+
+def _print_plan(sweep: Sweep, flops_per_second: float | None) -> None:
+    from orchestrator.plan import plan
+
+    rate = flops_per_second or sweep.settings.plan.flops_per_second
+    summary = plan([r.config for r in sweep.runs], rate)
+    console.print(f"plan: {summary.line()}")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.plan import plan
+
+    sweep = _load_for_slurm(args)
+    rate = args.flops_per_second or sweep.settings.plan.flops_per_second
+    by_size: dict[str, list[object]] = {}
+    for run in sweep.runs:
+        by_size.setdefault(str(run.config.learner.size), []).append(run.config)
+    table = Table(title=f"sweep {sweep.name}: cost estimate at {rate:.3g} FLOP/s per GPU")
+    for column in ("learner size", "runs", "FLOPs", "GPU-hours"):
+        table.add_column(column, justify="right")
+    for size, configs in by_size.items():
+        part = plan(configs, rate)  # type: ignore[arg-type]
+        table.add_row(size, str(part.runs), f"{part.total_flops:.3g}", f"{part.gpu_hours:.3g}")
+    console.print(table)
+    _print_plan(sweep, rate)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace, retry: bool = False) -> int:
+    from orchestrator.launch import submit_sweep
+
+    sweep = _load_for_slurm(args)
+    if not retry:
+        _print_plan(sweep, args.flops_per_second)
+    store = RunStore(args.store or sweep.store_url)
+    outcome = submit_sweep(sweep, store, retry=retry)
+    reg = outcome.registration
+    console.print(
+        f"sweep [bold]{sweep.name}[/]: {reg.total} runs ({reg.new} new, {reg.completed} "
+        f"completed, {reg.in_flight} in flight); work directory {sweep.workdir}"
+    )
+    if outcome.recovered or outcome.requeued:
+        console.print(
+            f"an interrupted earlier submission: {outcome.recovered} runs found in SLURM, "
+            f"{outcome.requeued} had no job and were submitted again"
+        )
+    for array_id, runs in outcome.arrays:
+        console.print(f"  array {array_id}: {runs} runs")
+    what = "retried" if retry else "submitted"
+    console.print(
+        f"{outcome.submitted} runs {what} in {outcome.sbatch_calls} sbatch calls; "
+        f"follow with: activescale status {args.sweep} --watch"
+    )
+    if outcome.at_max_attempts:
+        err_console.print(
+            f"{outcome.at_max_attempts} runs used all {sweep.settings.max_attempts} attempts and "
+            "were not retried; raise max_attempts (-o max_attempts=N) to retry them"
+        )
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return cmd_submit(args, retry=True)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from orchestrator.slurm import cancel
+
+    location = locate(args.sweep, args.override, args.store)
+    store = RunStore(location.store_url)
+    cancelled = cancel(store, location.name)
+    console.print(f"sweep [bold]{location.name}[/]: {cancelled} runs cancelled")
+    console.print(_counts_line(store.counts(location.name)))
+    return 0
+
+
+def reconciled_counts(store: RunStore, sweep: str) -> dict[str, int]:
+    """Counts after bringing in-flight runs in line with SLURM (when it can be reached)."""
+    from orchestrator.slurm import reconcile
+
+    if any(job or token for _, _, job, token, _ in store.run_states(sweep, IN_FLIGHT)):
+        try:
+            reconcile(store, sweep)
+        except SubmissionError as err:
+            err_console.print(f"[yellow]not reconciled with SLURM[/]: {err}")
+    return store.counts(sweep)
+
+
+def _watch(store: RunStore, sweep: str, interval: float) -> dict[str, int]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(sweep, total=None)
+        while True:
+            counts = reconciled_counts(store, sweep)
+            ended = sum(n for status, n in counts.items() if status not in (*IN_FLIGHT, "pending"))
+            progress.update(
+                task,
+                total=sum(counts.values()),
+                completed=ended,
+                description=f"{sweep}: {_counts_line(counts)}",
+            )
+            if not any(counts[s] for s in IN_FLIGHT):
+                return counts
+            time.sleep(interval)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     location = locate(args.sweep, args.override, args.store)
     store = RunStore(location.store_url)
-    counts = store.counts(location.name)
+    if args.watch:
+        _watch(store, location.name, args.interval)
+    counts = reconciled_counts(store, location.name)
     console.print(f"sweep [bold]{location.name}[/] ({location.store_url}): {_counts_line(counts)}")
+    summary = Table()
+    for status in STATUSES:
+        summary.add_column(status, justify="right")
+    summary.add_column("total", justify="right")
+    summary.add_row(*(str(counts[s]) for s in STATUSES), str(sum(counts.values())))
+    console.print(summary)
     if args.runs:
         table = Table()
         for column in ("run id", "status", "attempts", "grid values", "accuracy", "error"):
@@ -222,16 +365,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", "Validate, register and execute a sweep, then write its report.")
     p.add_argument("sweep", help="Sweep YAML file.")
-    p.add_argument("--executor", choices=["local", "inline"], help="Override executor.kind.")
+    p.add_argument(
+        "--executor", choices=["local", "inline", "slurm"], help="Override executor.kind."
+    )
     p.add_argument("--max-parallel", type=int, help="Override executor.max_parallel.")
     p.add_argument("--store", help="Run-store SQLAlchemy URL (default: the sweep's).")
     p.add_argument("--no-report", action="store_true", help="Skip the report at the end.")
+    p.add_argument(
+        "--interval", type=float, default=10.0, help="slurm: seconds between status polls."
+    )
     p.set_defaults(func=cmd_run)
 
-    p = add("status", "Show where a sweep stands.")
+    p = add("plan", "Estimate a sweep's FLOPs and GPU-hours before running it.")
+    p.add_argument("sweep", help="Sweep YAML file.")
+    p.add_argument(
+        "--flops-per-second",
+        type=float,
+        help="Assumed sustained FLOP/s per GPU (default: the sweep's plan.flops_per_second).",
+    )
+    p.set_defaults(func=cmd_plan)
+
+    for name, text, func in (
+        ("submit", "Submit a sweep's pending runs to SLURM as job arrays and return.", cmd_submit),
+        ("retry", "Resubmit a sweep's failed, timed-out and cancelled runs.", cmd_retry),
+    ):
+        p = add(name, text)
+        p.add_argument("sweep", help="Sweep YAML file.")
+        p.add_argument("--executor", choices=["slurm"], help="Override executor.kind.")
+        p.add_argument("--store", help="Run-store SQLAlchemy URL (default: the sweep's).")
+        p.add_argument(
+            "--flops-per-second", type=float, help="Throughput for the cost summary (FLOP/s)."
+        )
+        p.set_defaults(func=func)
+
+    p = add("cancel", "Cancel a sweep's in-flight SLURM jobs (scancel); they become cancelled.")
+    p.add_argument("sweep", help="Sweep YAML file or sweep name (looked up under runs/).")
+    p.add_argument("--store", help="Run-store SQLAlchemy URL (default: the sweep's).")
+    p.set_defaults(func=cmd_cancel)
+
+    p = add("status", "Show where a sweep stands (reconciled with SLURM).")
     p.add_argument("sweep", help="Sweep YAML file or sweep name (looked up under runs/).")
     p.add_argument("--store", help="Run-store SQLAlchemy URL (default: the sweep's).")
     p.add_argument("--runs", action="store_true", help="List every run.")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="Refresh with a progress bar until nothing is in flight.",
+    )
+    p.add_argument("--interval", type=float, default=10.0, help="Seconds between refreshes.")
     p.set_defaults(func=cmd_status)
 
     p = add("report", "Fit scaling curves and write the HTML/Markdown report.")
@@ -244,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # MLflow announces database migrations at INFO level; keep the CLI's output to the point.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     parser = build_parser()
