@@ -8,6 +8,7 @@ ledger, accuracy, error, loss, selected_corrupted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -75,7 +76,7 @@ def load_runs(sweeps: list[tuple[str, str]]) -> SweepData:
     return SweepData(frame, parents, skipped)
 
 
-def _run_rows(client, sweep: str, run) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+def _run_rows(client: Any, sweep: str, run: Any) -> list[dict[str, object]]:
     params = run.data.params
     keys = [*METRICS, *(f"flops/{k}" for k in LEDGER)]
     history: dict[int, dict[str, float]] = {}
