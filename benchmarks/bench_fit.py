@@ -15,7 +15,9 @@ The Chinchilla rows need Epoch's data in ../shared/fixtures/scaling (skipped oth
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -142,10 +144,23 @@ def chinchilla_rows() -> list[tuple[str, float, str, float]]:
     ]
 
 
+def single_threaded_blas() -> contextlib.AbstractContextManager[object]:
+    """One BLAS thread for every row, so the baselines run under the same conditions as
+    analysis.fit (which limits BLAS itself; see ``_single_threaded_blas`` there)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("(threadpoolctl missing: baselines run with the default BLAS threads)")
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def main() -> None:
-    rows = curve_rows() + chinchilla_rows()
+    with single_threaded_blas():
+        rows = curve_rows() + chinchilla_rows()
     width = max(len(row[0]) for row in rows)
     base_width = max(len(row[2]) for row in rows)
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'measurement':<{width}}  {'seconds':>9}  {'baseline':<{base_width}}  {'seconds':>9}")
     for name, value, base_name, base_value in rows:
         print(f"{name:<{width}}  {value:9.4f}  {base_name:<{base_width}}  {base_value:9.4f}")
