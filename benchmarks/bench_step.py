@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from trainers.config import RunConfig
-from trainers.data import load_splits
+from trainers.data import Splits, load_splits
 from trainers.flops import FlopMeter
 from trainers.loop import (
     RunContext,
+    Schedule,
+    TrainState,
     autocast_for,
     build_models,
     build_state,
@@ -36,6 +38,7 @@ from trainers.loop import (
 )
 from trainers.models import build_model
 from trainers.optim import build_optimizer
+from trainers.tasks import data_spec
 
 
 def timed(fn: Callable[[], None], steps: int) -> float:
@@ -65,14 +68,19 @@ def bench_config(learner: str, batch: int, policy: str, keep: float) -> RunConfi
     ).resolved()
 
 
-def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float, float]:
-    cfg = bench_config(learner, batch, "iid", 1.0)
+def prepared(cfg: RunConfig) -> tuple[Splits, TrainState, Schedule]:
+    """Data and a fresh train state for ``cfg`` (the reference, if any, pretrained in a tmp dir)."""
     splits = load_splits(cfg.dataset)
     with TemporaryDirectory() as tmp:
         ctx = RunContext(workdir=Path(tmp))
         models = build_models(cfg, splits, ctx, torch.device("cpu"))
-        schedule = plan_schedule(cfg, models, splits.input_shape)
-        state = build_state(cfg, models, splits, schedule, ctx)
+        schedule = plan_schedule(cfg, models, data_spec(splits))
+        return splits, build_state(cfg, models, splits, schedule, ctx), schedule
+
+
+def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float, float]:
+    cfg = bench_config(learner, batch, "iid", 1.0)
+    splits, state, schedule = prepared(cfg)
     meter, autocast = FlopMeter(), autocast_for(torch.device("cpu"))
 
     bare = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
@@ -107,12 +115,7 @@ def prioritized_vs_parts(
     learner: str, batch: int, keep: float, steps: int, reps: int
 ) -> tuple[float, float, dict[str, float]]:
     cfg = bench_config(learner, batch, "learnability", keep)
-    splits = load_splits(cfg.dataset)
-    with TemporaryDirectory() as tmp:
-        ctx = RunContext(workdir=Path(tmp))
-        models = build_models(cfg, splits, ctx, torch.device("cpu"))
-        schedule = plan_schedule(cfg, models, splits.input_shape)
-        state = build_state(cfg, models, splits, schedule, ctx)
+    splits, state, _ = prepared(cfg)
     meter, autocast = FlopMeter(), autocast_for(torch.device("cpu"))
     assert state.scorer is not None and state.reference is not None
     super_batch = cfg.selection.super_batch_size(batch)

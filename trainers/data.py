@@ -29,10 +29,19 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from scipy.ndimage import gaussian_filter1d
 
 from orchestrator.errors import ConfigError, DataError
+from trainers.captions import CaptionConfig
 
 __all__ = [
     "MNIST1D_LENGTH",
@@ -380,16 +389,19 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["mnist1d", "npz", "cifar10", "imagefolder"] = Field(
+    name: Literal["mnist1d", "mnist1d_pairs", "npz", "cifar10", "imagefolder"] = Field(
         default="mnist1d",
-        description="Dataset: generated MNIST-1D, an .npz file, CIFAR-10 or a folder.",
+        description=(
+            "Dataset: generated MNIST-1D, MNIST-1D signal-caption pairs (task: contrastive), "
+            "an .npz file, CIFAR-10 or a folder."
+        ),
     )
     path: str | None = Field(
         default=None, description="The .npz file, or the root folder for cifar10/imagefolder."
     )
     regime: Literal["fixed", "stream"] = Field(
         default="fixed",
-        description="fixed: one pool reused over epochs; stream: fresh examples (mnist1d only).",
+        description="fixed: one pool reused over epochs; stream: fresh examples (mnist1d*).",
     )
     train_size: int = Field(
         default=4000, description="Training-pool size (mnist1d fixed regime only)."
@@ -412,6 +424,10 @@ class DataConfig(BaseModel):
     )
     seed: int = Field(
         default=0, description="Data seed: runs with the same data config see the same data."
+    )
+    captions: CaptionConfig | None = Field(
+        default=None,
+        description="Caption wording and noise (mnist1d_pairs only; null there: the defaults).",
     )
 
     @field_validator("train_size", "test_size", "clean_size")
@@ -437,21 +453,42 @@ class DataConfig(BaseModel):
             raise ValueError(f"seed={value!r} is not allowed: must be in [0, 2**32)")
         return value
 
+    @model_serializer(mode="wrap")
+    def _omit_absent_captions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Datasets without captions dump (and hash) exactly as before captions existed.
+        data: dict[str, Any] = handler(self)
+        if self.captions is None:
+            data.pop("captions", None)
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
+        paired = self.name == "mnist1d_pairs"
+        if self.captions is not None and not paired:
+            raise ValueError(
+                f"captions is not allowed with name={self.name!r}: only mnist1d_pairs has "
+                "captions; remove dataset.captions or set dataset.name: mnist1d_pairs"
+            )
+        if paired and self.label_noise > 0:
+            raise ValueError(
+                f"label_noise={self.label_noise!r} is not allowed with name='mnist1d_pairs': "
+                "a pair's target is its caption; use dataset.captions.mismatch"
+            )
+        if paired and self.captions is None:
+            self.captions = CaptionConfig()  # explicit defaults hash like omitted ones
         if self.noise_inputs + self.duplicate_easy >= 1.0:
             raise ValueError(
                 f"noise_inputs + duplicate_easy = {self.noise_inputs!r} + {self.duplicate_easy!r}"
                 " is not allowed: they replace disjoint examples, so the sum must be < 1"
             )
-        if self.name != "mnist1d" and self.path is None:
+        if self.name not in ("mnist1d", "mnist1d_pairs") and self.path is None:
             raise ValueError(
                 f"path=None is not allowed with name={self.name!r}: set dataset.path to "
                 + ("the .npz file" if self.name == "npz" else "the dataset's root folder")
             )
-        if self.regime == "stream" and self.name != "mnist1d":
+        if self.regime == "stream" and self.name not in ("mnist1d", "mnist1d_pairs"):
             raise ValueError(
-                f"regime='stream' is not allowed with name={self.name!r}: only mnist1d can "
+                f"regime='stream' is not allowed with name={self.name!r}: only mnist1d(_pairs) can "
                 "generate fresh examples; use regime='fixed'"
             )
         return self
@@ -498,6 +535,10 @@ def load_splits(cfg: DataConfig) -> Splits:
     """
     if cfg.name == "mnist1d":
         return _mnist1d_splits(cfg)
+    if cfg.name == "mnist1d_pairs":
+        from trainers.pairs import load_pairs  # pairs builds on this module
+
+        return load_pairs(cfg)
     arrays = _load_npz(cfg) if cfg.name == "npz" else _load_vision(cfg)
     return _finish_file_splits(cfg, *arrays)
 
@@ -857,9 +898,10 @@ class FixedSource:
             pieces.append(self._order[self._position : self._position + take])
             self._position += take
             remaining -= take
-        index = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.int64)
+        index = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         self.examples_seen += n
-        return self._x[index], self._y[index], self._corrupted[index]
+        # index_select is ~3x faster than advanced indexing for a row gather on CPU.
+        return tuple(torch.index_select(t, 0, index) for t in (self._x, self._y, self._corrupted))  # type: ignore[return-value]
 
     def _identity(self) -> dict[str, Any]:
         return {"seed": self._seed, "pool_size": len(self._y)}
@@ -890,10 +932,12 @@ class StreamSource:
     prototypes fixed by the data seed; everything else is freshly drawn and never repeats.
     """
 
+    dataset_name = "mnist1d"  # what _make_chunk generates (trainers/pairs.py: pairs)
+
     def __init__(self, cfg: DataConfig, seed: int, *, chunk_size: int = 16384) -> None:
         _check_seed(seed)
-        if cfg.name != "mnist1d":
-            raise ConfigError(f"a stream needs name='mnist1d', got name={cfg.name!r}")
+        if cfg.name != self.dataset_name:
+            raise ConfigError(f"a stream needs name={self.dataset_name!r}, got name={cfg.name!r}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size} is not allowed: must be >= 1")
         self._cfg = cfg
@@ -958,6 +1002,10 @@ class StreamSource:
 def make_source(cfg: DataConfig, splits: Splits, seed: int) -> BatchSource:
     """The training source for `cfg`: a stream (regime="stream") or shuffled epochs over
     ``splits``' training pool, ordered by the run `seed`."""
+    if cfg.regime == "stream" and cfg.name == "mnist1d_pairs":
+        from trainers.pairs import PairStreamSource  # pairs builds on this module
+
+        return PairStreamSource(cfg, seed)
     if cfg.regime == "stream":
         return StreamSource(cfg, seed)
     return FixedSource(splits.train_x, splits.train_y, splits.train_corrupted, seed)
