@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
+from trainers.contrastive import ContrastiveConfig
 from trainers.data import DataConfig
 from trainers.flops import ReferenceCost
 from trainers.models import ModelConfig
@@ -70,8 +78,12 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["classification"] = Field(
-        "classification", description="What the models learn (trainers/tasks.py)."
+    task: Literal["classification", "contrastive"] = Field(
+        "classification",
+        description="What the models learn: classification, or contrastive (signal-caption pairs).",
+    )
+    contrastive: ContrastiveConfig | None = Field(
+        None, description="Settings of task contrastive (null: the defaults)."
     )
     seed: int = Field(0, description="Seed for model init, data order and selection sampling.")
     batch_size: int = Field(64, ge=1, description="Learner batch size B (examples kept per step).")
@@ -111,6 +123,7 @@ class RunConfig(BaseModel):
                 f"reference: selection.policy {self.selection.policy!r} needs a reference model, but "
                 "`reference` is not set; add e.g. `reference: {arch: mlp, size: xxs}`"
             )
+        self._paired_data_consistent()
         if self.budget.steps is None and self.budget.flops is None:
             raise ValueError("budget: needs `steps` or `flops`; set one of them")
         super_batch = self.selection.super_batch_size(self.batch_size)
@@ -120,7 +133,61 @@ class RunConfig(BaseModel):
                 f"{self.selection.keep}) is larger than dataset.train_size "
                 f"{self.dataset.train_size}; lower batch_size or raise selection.keep"
             )
+        chunk = self.contrastive.chunk if self.contrastive else None
+        if chunk is not None and self.selection.policy != "iid" and chunk > super_batch:
+            raise ValueError(
+                f"contrastive.chunk: {chunk} pairs per scoring chunk is larger than the "
+                f"super-batch ({super_batch} = batch_size {self.batch_size} / selection.keep "
+                f"{self.selection.keep}); lower contrastive.chunk to at most {super_batch}"
+            )
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_task_settings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Runs without contrastive settings dump (and hash) exactly as before they existed.
+        data: dict[str, Any] = handler(self)
+        if self.contrastive is None:
+            data.pop("contrastive", None)
+        return data
+
+    def _paired_data_consistent(self) -> None:
+        """Contrastive runs learn from caption pairs, classifiers from labels; a transferred
+        reference must read the same captions (vocabulary and length) as the run."""
+        paired = self.dataset.name == "mnist1d_pairs"
+        if self.task == "contrastive" and not paired:
+            raise ValueError(
+                f"task: 'contrastive' learns from signal-caption pairs, but dataset.name is "
+                f"{self.dataset.name!r}; set dataset.name: mnist1d_pairs"
+            )
+        if self.task != "contrastive" and paired:
+            raise ValueError(
+                f"dataset.name: 'mnist1d_pairs' gives captions, not class labels, but task is "
+                f"{self.task!r}; set task: contrastive"
+            )
+        if self.contrastive is not None and self.task != "contrastive":
+            raise ValueError(
+                f"contrastive: settings of task 'contrastive', but task is {self.task!r}; "
+                "remove them or set task: contrastive"
+            )
+        transferred = self.reference.dataset if self.reference else None
+        if not self.uses_reference or transferred is None:
+            return
+        if (transferred.name == "mnist1d_pairs") != paired:
+            raise ValueError(
+                f"reference.dataset.name: {transferred.name!r} cannot train a reference for "
+                f"task {self.task!r} on dataset {self.dataset.name!r}; use "
+                + ("mnist1d_pairs" if paired else "a labelled dataset")
+            )
+        if paired and transferred.captions and self.dataset.captions:
+            ours, theirs = self.dataset.captions, transferred.captions
+            for key in ("vocabulary", "length"):
+                if getattr(ours, key) != getattr(theirs, key):
+                    raise ValueError(
+                        f"reference.dataset.captions.{key}: {getattr(theirs, key)!r} differs "
+                        f"from dataset.captions.{key} {getattr(ours, key)!r}; the reference "
+                        "reads the run's captions, so set the same caption "
+                        "vocabulary and length"
+                    )
 
     @property
     def uses_scorer(self) -> bool:
@@ -143,6 +210,11 @@ class RunConfig(BaseModel):
             update["reference"] = None
         if self.selection.policy == "iid":
             update["selection"] = SelectionConfig(policy="iid", keep=1.0)
+        if self.task == "contrastive":  # chunk: explicit default; unused (batch size) for iid
+            chunk = self.contrastive.chunk if self.contrastive else None
+            if chunk is None or self.selection.policy == "iid":
+                chunk = self.batch_size
+            update["contrastive"] = ContrastiveConfig(chunk=chunk)
         return self.model_copy(update=update)
 
     def run_id(self) -> str:

@@ -35,7 +35,7 @@ from trainers.models import ModelConfig, count_params
 from trainers.optim import build_optimizer
 from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain
 from trainers.selection import POLICIES, Losses, select
-from trainers.tasks import TASKS, DataSpec, Task, data_spec
+from trainers.tasks import TASKS, DataSpec, Task, data_spec, task_for
 from trainers.tracking import MetricLogger
 
 SCORER_SEED_OFFSET = 1_000_003
@@ -219,7 +219,7 @@ def train_step(
 ) -> float:
     """One learner step: super-batch -> scores -> selection -> learner and scorer updates."""
     device = next(state.learner.model.parameters()).device
-    policy, task = POLICIES[cfg.selection.policy], TASKS[cfg.task]
+    policy, task = POLICIES[cfg.selection.policy], task_for(cfg)
     B = cfg.batch_size
     x, y, corrupted = state.source.next(cfg.selection.super_batch_size(B))
     x, y = x.to(device), y.to(device)
@@ -265,7 +265,7 @@ def train_step(
 def plan_schedule(cfg: RunConfig, models: Models, spec: DataSpec) -> Schedule:
     """Measure one step's FLOPs, then fix the step count and the log-spaced evaluation steps."""
     device = next(models.learner.parameters()).device
-    task, B = TASKS[cfg.task], cfg.batch_size
+    task, B = task_for(cfg), cfg.batch_size
     x, y = task.dummy_batch(cfg.selection.super_batch_size(B), spec, device)
     roles = models.by_role()
     probe, meter = FlopLedger(cfg.reference_cost), FlopMeter()

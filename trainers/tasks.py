@@ -13,14 +13,18 @@ image-text learning (``trainers/contrastive.py``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainers.contrastive import Contrastive
 from trainers.data import Splits
 from trainers.models import ModelConfig, build_model
+
+if TYPE_CHECKING:
+    from trainers.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,34 @@ class Classification:
         return {"accuracy": accuracy, "error": 1 - accuracy, "loss": loss_sum / len(y)}
 
 
-Task = Classification  # the interface every task implements (structural; see module docstring)
+class Task(Protocol):
+    """The interface every task implements (see the module docstring)."""
 
-TASKS: dict[str, Task] = {"classification": Classification()}
+    name: str
+
+    def build(self, cfg: ModelConfig, spec: DataSpec, seed: int) -> nn.Module: ...
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def per_example_loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def dummy_batch(
+        self, n: int, spec: DataSpec, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def evaluate(
+        self, model: nn.Module, splits: Splits, batch_size: int, autocast: Any
+    ) -> dict[str, float]: ...
+
+
+TASKS: dict[str, Task] = {"classification": Classification(), "contrastive": Contrastive()}
+
+
+def task_for(cfg: RunConfig) -> Task:
+    """The run's task with its settings: the contrastive scoring chunk (default: batch size)."""
+    if cfg.task == "contrastive":
+        chunk = cfg.contrastive.chunk if cfg.contrastive else None
+        return Contrastive(chunk=chunk or cfg.batch_size)
+    return TASKS[cfg.task]

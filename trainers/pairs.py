@@ -1,0 +1,132 @@
+"""Paired signal-caption data (``dataset.name: mnist1d_pairs``), generated locally.
+
+The contrastive counterpart of MNIST-1D: each pair is an "image" (an MNIST-1D signal, from
+:func:`trainers.data.generate_mnist1d`) and a "caption" (tokens describing its class, from
+:mod:`trainers.captions`). The splits mirror the classification ones:
+
+- a large noisy **training pool** (``train_size``, or a stream of fresh pairs): a fraction
+  ``captions.mismatch`` of the pairs carry the caption of another class, a fraction
+  ``captions.uninformative`` carry filler-only captions; ``noise_inputs`` and
+  ``duplicate_easy`` corrupt the signals as for classification. Every noisy pair is flagged
+  in the ``corrupted`` mask;
+- a small clean **curated pool** (``clean_size``) for the reference model;
+- clean held-out **test pairs** (``test_size``) with their classes, and the **class prompts**
+  for zero-shot classification.
+
+Signals and classes of the test and curated splits are exactly those of the ``mnist1d``
+dataset with the same seed and sizes; captions are drawn after them from the same generator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trainers.captions import CaptionConfig, caption_tables, sample_captions
+from trainers.data import (
+    _CLEAN,
+    _POOL_BLOCK,
+    _STREAM,
+    _TEST,
+    _TRAIN,
+    MNIST1D_NUM_CLASSES,
+    DataConfig,
+    Splits,
+    StreamSource,
+    _mnist1d_block,
+    _mnist1d_prototypes,
+    _rng,
+    generate_mnist1d,
+)
+
+__all__ = ["PairStreamSource", "PairedSplits", "load_pairs"]
+
+
+@dataclass
+class PairedSplits(Splits):
+    """Splits whose targets (``*_y``) are caption tokens (n, length) int64."""
+
+    test_labels: torch.Tensor  # int64 (n,): the class of each test pair
+    prompts: torch.Tensor  # int64 (classes, prompts per class, length): zero-shot prompts
+    vocab_size: int
+
+
+def captions_of(cfg: DataConfig) -> CaptionConfig:
+    return cfg.captions or CaptionConfig()
+
+
+def _pair_block(
+    cfg: DataConfig,
+    rng: np.random.Generator,
+    n: int,
+    prototypes: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n noisy training pairs: (signals, captions, corrupted mask)."""
+    x, labels, corrupted = _mnist1d_block(cfg, rng, n, prototypes)  # noise_inputs, duplicates
+    captions, mismatched, uninformative = sample_captions(
+        labels, captions_of(cfg), rng, MNIST1D_NUM_CLASSES
+    )
+    return x, captions, corrupted | mismatched | uninformative
+
+
+def _clean_pairs(
+    cfg: DataConfig, purpose: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = _rng(purpose, cfg.seed)
+    x, labels = generate_mnist1d(n, rng, label_balance="balanced")
+    captions, _, _ = sample_captions(labels, captions_of(cfg), rng, MNIST1D_NUM_CLASSES, clean=True)
+    return x, captions, labels
+
+
+def load_pairs(cfg: DataConfig) -> PairedSplits:
+    """The training pool (empty in the stream regime), curated pool, test pairs and prompts."""
+    caption_cfg = captions_of(cfg)
+    test_x, test_y, test_labels = _clean_pairs(cfg, _TEST, cfg.test_size)
+    clean_x, clean_y, _ = _clean_pairs(cfg, _CLEAN, cfg.clean_size)
+    if cfg.regime == "stream":
+        train_x = np.empty((0, test_x.shape[1]), dtype=np.float32)
+        train_y = np.empty((0, caption_cfg.length), dtype=np.int64)
+        train_corrupted = np.empty(0, dtype=bool)
+    else:
+        prototypes = _mnist1d_prototypes(cfg)
+        blocks = [
+            _pair_block(cfg, _rng(_TRAIN, cfg.seed, 0, b), _POOL_BLOCK, prototypes)
+            for b in range(math.ceil(cfg.train_size / _POOL_BLOCK))
+        ]
+        train_x, train_y, train_corrupted = (
+            np.concatenate(parts)[: cfg.train_size] for parts in zip(*blocks, strict=True)
+        )
+    tables = caption_tables(caption_cfg.vocabulary, caption_cfg.length, MNIST1D_NUM_CLASSES)
+    return PairedSplits(
+        train_x=_tensor(train_x),
+        train_y=_tensor(train_y),
+        train_corrupted=_tensor(train_corrupted),
+        test_x=_tensor(test_x),
+        test_y=_tensor(test_y),
+        clean_x=_tensor(clean_x),
+        clean_y=_tensor(clean_y),
+        num_classes=MNIST1D_NUM_CLASSES,
+        input_shape=tuple(test_x.shape[1:]),
+        test_labels=_tensor(test_labels),
+        prompts=_tensor(tables.prompts),
+        vocab_size=tables.vocab_size,
+    )
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class PairStreamSource(StreamSource):
+    """A never-ending stream of fresh noisy pairs; resumes exactly like :class:`StreamSource`
+    (chunk c is regenerated from a generator keyed by data seed, run seed and c)."""
+
+    dataset_name = "mnist1d_pairs"
+
+    def _make_chunk(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = _rng(_STREAM, self._cfg.seed, self._seed, index)
+        x, captions, corrupted = _pair_block(self._cfg, rng, self._chunk_size, self._prototypes)
+        return torch.from_numpy(x), torch.from_numpy(captions), torch.from_numpy(corrupted)
