@@ -57,9 +57,9 @@ class SweepLocation:
 
 def locate(ref: str, overrides: Sequence[str] = (), store: str | None = None) -> SweepLocation:
     """A sweep from its YAML file, or by name from its default work directory runs/NAME."""
-    from orchestrator.spec import load_sweep
-
     if ref.endswith((".yaml", ".yml")) or Path(ref).is_file():
+        from orchestrator.spec import load_sweep  # imports torch: only when there is YAML
+
         sweep = load_sweep(ref, tuple(overrides))
         return SweepLocation(
             sweep.name, store or sweep.store_url, sweep.tracking_uri, sweep.workdir
@@ -217,8 +217,7 @@ def cmd_submit(args: argparse.Namespace, retry: bool = False) -> int:
     sweep = _load_for_slurm(args)
     if not retry:
         _print_plan(sweep, args.flops_per_second)
-    store = RunStore(args.store or sweep.store_url)
-    outcome = submit_sweep(sweep, store, retry=retry)
+    outcome = submit_sweep(sweep, args.store or sweep.store_url, retry=retry)
     reg = outcome.registration
     console.print(
         f"sweep [bold]{sweep.name}[/]: {reg.total} runs ({reg.new} new, {reg.completed} "

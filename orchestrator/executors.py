@@ -1,9 +1,9 @@
 """Executors: where runs execute. One small interface; inline, local and SLURM differ behind it.
 
 ``launch(jobs, on_progress)`` starts every job. Blocking executors (``inline``, ``local``)
-return when all jobs have ended; the SLURM executor returns once the jobs are submitted. Jobs
-report their own state to the run store (``orchestrator/worker.py``), so the caller never
-needs a handle to know how a run ended.
+return when all jobs have ended; the SLURM executor (``orchestrator/slurm.py``) returns once
+the jobs are submitted. Jobs report their own state to the run store
+(``orchestrator/worker.py``), so the caller never needs a handle to know how a run ended.
 """
 
 from __future__ import annotations
@@ -14,24 +14,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from orchestrator.errors import SubmissionError
+from orchestrator.sbatch import SlurmResources, check_single_line
 from orchestrator.worker import RunJob, execute_run
 
+if TYPE_CHECKING:
+    from orchestrator.store import RunStore
 
-class ExecutorConfig(BaseModel):
-    """Where and how runs execute."""
+
+class ExecutorConfig(SlurmResources):
+    """Where and how runs execute (the SLURM resource fields apply to kind=slurm only)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["local", "inline"] = Field(
+    kind: Literal["local", "inline", "slurm"] = Field(
         "local",
         description=(
             "local: parallel processes on this machine (submitit LocalExecutor); "
-            "inline: one after another in this process (debugging)."
+            "inline: one after another in this process (debugging); "
+            "slurm: job arrays on a SLURM cluster (`activescale submit`)."
         ),
     )
     max_parallel: int | None = Field(
@@ -40,6 +45,60 @@ class ExecutorConfig(BaseModel):
     threads_per_run: int | None = Field(
         None, ge=1, description="torch threads per run; null: cores / max_parallel."
     )
+    setup: list[str] = Field(
+        default_factory=list,
+        description="slurm: shell lines run before the job (e.g. `module load cuda`), one per item.",
+    )
+    array_parallelism: int | None = Field(
+        None, ge=1, description="slurm: array tasks running at once per array (null: no limit)."
+    )
+    resources: dict[str, SlurmResources] = Field(
+        default_factory=dict,
+        description=(
+            "slurm: per learner size, fields that replace the ones above, "
+            "e.g. {xl: {gpus_per_node: 1, mem_gb: 32}}. Different resources: different arrays."
+        ),
+    )
+    max_num_timeout: int = Field(
+        3, ge=0, description="slurm: requeues allowed on time limit or preemption, per job."
+    )
+    signal_delay_s: int = Field(
+        90, ge=1, description="slurm: the requeue signal comes this many seconds before the limit."
+    )
+    snapshot: bool = Field(
+        True,
+        description=(
+            "slurm: run jobs from a copy of the code in WORKDIR/snapshots/ (from a source "
+            "checkout), so edits after submission do not reach queued jobs."
+        ),
+    )
+
+    @field_validator("setup")
+    @classmethod
+    def _one_command_per_line(cls, lines: list[str]) -> list[str]:
+        for line in lines:
+            check_single_line(line, "setup line")
+        return lines
+
+    @field_validator("resources")
+    @classmethod
+    def _known_sizes(cls, table: dict[str, SlurmResources]) -> dict[str, SlurmResources]:
+        from trainers.models import LADDERS
+
+        sizes = {size for ladder in LADDERS.values() for size in ladder}
+        for size in table:
+            if size not in sizes:
+                raise ValueError(
+                    f"resources: {size!r} is not a learner size; use one of {', '.join(sorted(sizes))}"
+                )
+        return table
+
+    def resources_for(self, learner_size: str) -> SlurmResources:
+        """The resources a run with this learner size asks for."""
+        base = SlurmResources.model_validate(
+            {name: getattr(self, name) for name in SlurmResources.model_fields}
+        )
+        return base.merged(self.resources.get(learner_size))
 
 
 class Executor(Protocol):
@@ -94,7 +153,13 @@ class LocalExecutor:
         on_progress()
 
 
-def make_executor(cfg: ExecutorConfig, workdir: Path) -> Executor:
+def make_executor(cfg: ExecutorConfig, workdir: Path, store: RunStore | None = None) -> Executor:
     if cfg.kind == "inline":
         return InlineExecutor()
+    if cfg.kind == "slurm":
+        from orchestrator.slurm import SlurmExecutor
+
+        if store is None:
+            raise SubmissionError("the SLURM executor records submissions: pass the run store")
+        return SlurmExecutor(cfg, workdir, store)
     return LocalExecutor(workdir / "jobs", cfg.max_parallel, cfg.threads_per_run)

@@ -1,16 +1,17 @@
 """Sweep lifecycle shared by the CLI commands: register, pick what to run, build jobs.
 
 Registering is idempotent: run ids are config hashes, so a second ``activescale run`` of the
-same YAML adds nothing and executes only what has not completed.
+same YAML adds nothing and executes only what has not completed. ``submit_sweep`` is the
+non-blocking SLURM path (``activescale submit`` / ``retry``).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from orchestrator.errors import StoreError
+from orchestrator.errors import StoreError, SubmissionError
 from orchestrator.spec import Sweep
 from orchestrator.store import COMPLETED, IN_FLIGHT, PENDING, RETRYABLE, RunRow, RunStore
 from orchestrator.worker import TAG_SWEEP, RunJob, code_version
@@ -71,7 +72,7 @@ def register(sweep: Sweep, store: RunStore, with_mlflow: bool = True) -> Registr
     )
     new = store.register(
         sweep.name,
-        ((r.run_id, r.config.model_dump(mode="json"), r.label) for r in sweep.runs),
+        ((r.run_id, r.config_text(), r.label) for r in sweep.runs),
     )
     counts = store.counts(sweep.name)
     experiment_id, parent = ensure_mlflow_parent(sweep, store) if with_mlflow else ("", "")
@@ -134,3 +135,56 @@ def make_jobs(sweep: Sweep, rows: list[RunRow], registration: Registration) -> l
             )
         )
     return jobs
+
+
+@dataclass
+class SubmitOutcome:
+    registration: Registration
+    submitted: int = 0
+    arrays: list[tuple[str, int]] = field(default_factory=list)  # (array job id, runs)
+    sbatch_calls: int = 0
+    at_max_attempts: int = 0  # retryable runs that used up max_attempts
+    recovered: int = 0  # runs of an interrupted earlier submission, found in SLURM
+    requeued: int = 0  # runs of an interrupted earlier submission, pending again
+
+
+def submit_sweep(
+    sweep: Sweep, store: RunStore | str, retry: bool = False, max_array_size: int | None = None
+) -> SubmitOutcome:
+    """Register the sweep and submit its pending runs (``retry``: its failed, timed-out and
+    cancelled runs) as SLURM job arrays; returns once sbatch has accepted them.
+
+    SLURM is checked (reachable, partitions exist) before the store is touched (given as a
+    URL, it is not even opened), so a cluster problem leaves the store as it was.
+    """
+    from orchestrator.slurm import SlurmExecutor, check_resources, cluster_info, reconcile
+
+    cfg = sweep.settings.executor
+    if cfg.kind != "slurm":
+        raise SubmissionError(
+            f"executor.kind is {cfg.kind!r}: `submit` sends runs to SLURM. Set executor.kind: "
+            "slurm (or pass --executor slurm), or use `activescale run` to run here."
+        )
+    sizes = {str(r.config.learner.size) for r in sweep.runs}
+    check_resources(cluster_info(), [cfg.resources_for(size) for size in sorted(sizes)])
+    if isinstance(store, str):  # opened only now: a SLURM problem must not create a store
+        store = RunStore(store)
+    registration = register(sweep, store)
+    reconciled = reconcile(store, sweep.name)
+    wanted = {r.run_id for r in sweep.runs}
+    statuses = RETRYABLE if retry else (PENDING,)
+    rows = [r for r in store.runs(sweep.name, statuses) if r.id in wanted]
+    limit = sweep.settings.max_attempts
+    outcome = SubmitOutcome(registration, recovered=reconciled.recovered)
+    outcome.requeued = reconciled.requeued
+    if retry:
+        outcome.at_max_attempts = sum(1 for r in rows if r.attempts >= limit)
+        rows = [r for r in rows if r.attempts < limit]
+    if not rows:
+        return outcome
+    executor = SlurmExecutor(cfg, sweep.workdir, store, max_array_size=max_array_size)
+    executor.launch(make_jobs(sweep, rows, registration), lambda: None)
+    outcome.submitted = len(rows)
+    outcome.arrays = [(a.job_id, a.runs) for a in executor.submitted]
+    outcome.sbatch_calls = executor.sbatch_calls
+    return outcome

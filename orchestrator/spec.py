@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from orchestrator.errors import SweepSpecError
 from orchestrator.executors import ExecutorConfig
 from orchestrator.plan import PlanConfig
-from trainers.config import RunConfig
+from trainers.config import OMITTED_WHEN_NONE, RunConfig
 from trainers.loop import preflight
 from trainers.tracking import TrackingConfig
 
@@ -343,12 +343,20 @@ class _FastValidator:
         self.fields = RunConfig.model_fields
         self.base_values = {name: getattr(base_config, name) for name in self.fields}
         self.adapters: dict[str, TypeAdapter[Any]] = {}
-        self.sections: dict[tuple[str, str], Any] = {}
+        self.sections: dict[tuple[str, tuple[str, ...]], Any] = {}
         self.fragments: dict[int, tuple[Any, str]] = {}
+        self.scalars: dict[tuple[type, Any], str] = {}
+        self.by_content: dict[Any, str] = {}
+        self.template: list[str | None] | None = None
+        self.prefixes = [(name, json.dumps(name) + ":") for name in sorted(self.fields)]
         # Grid keys grouped by the top-level field they change.
         self.by_section: dict[str, list[str]] = {}
         for key in keys:
             self.by_section.setdefault(key.split(".")[0], []).append(key)
+        # What a grid point can change: its grid sections, and what resolved() clears.
+        self.dynamic = (
+            set(self.by_section) | {"scorer", "reference", "selection"} | OMITTED_WHEN_NONE
+        )
 
     def validate(self, point: dict[str, Any]) -> RunConfig | None:
         values = dict(self.base_values)
@@ -360,12 +368,12 @@ class _FastValidator:
                 continue
             if section in keys:  # a whole field and its sub-keys: the slow path sorts it out
                 return None
-            raw = _deep_copy(self.base.get(section))
-            raw = raw if isinstance(raw, dict) else {}
-            for key in keys:
-                _set_dotted(raw, key.split(".", 1)[1], point[key])
-            cache_key = (section, canonical_json_loose(raw))
+            cache_key = (section, tuple(repr(point[key]) for key in keys))
             if cache_key not in self.sections:
+                raw = _deep_copy(self.base.get(section))
+                raw = raw if isinstance(raw, dict) else {}
+                for key in keys:
+                    _set_dotted(raw, key.split(".", 1)[1], point[key])
                 adapter = self.adapters.get(section)
                 if adapter is None:
                     annotation: Any = self.fields[section].annotation
@@ -381,26 +389,49 @@ class _FastValidator:
             return None
 
     def dump(self, config: RunConfig) -> str:
-        """Canonical JSON of ``config.model_dump(mode="json")``, from cached per-field pieces."""
-        parts = []
-        for name in sorted(self.fields):
-            value = getattr(config, name)
-            if isinstance(value, BaseModel):
-                cached = self.fragments.get(id(value))
-                if cached is None or cached[0] is not value:
-                    cached = (value, canonical_json(value.model_dump(mode="json")))
-                    self.fragments[id(value)] = cached
-                fragment = cached[1]
-            else:
-                fragment = canonical_json(
-                    RunConfig.__pydantic_serializer__.to_python(
-                        config, mode="json", include={name}
-                    )[name]
-                    if not isinstance(value, int | float | str | bool | None)
-                    else value
+        """Canonical JSON of ``config.model_dump(mode="json")``, from cached per-field pieces.
+
+        Fields neither the grid nor ``resolved()`` can change are serialized once."""
+        if self.template is None:
+            self.template = [
+                None if name in self.dynamic else prefix + self.fragment(getattr(config, name))
+                for name, prefix in self.prefixes
+            ]
+        parts = list(self.template)
+        for i, (name, prefix) in enumerate(self.prefixes):
+            if parts[i] is None:
+                value = getattr(config, name)
+                # Mirrors RunConfig's serializer, which leaves these out when unset.
+                parts[i] = (
+                    ""
+                    if value is None and name in OMITTED_WHEN_NONE
+                    else prefix + self.fragment(value)
                 )
-            parts.append(f"{json.dumps(name)}:{fragment}")
-        return "{" + ",".join(parts) + "}"
+        return "{" + ",".join(p for p in parts if p) + "}"
+
+    def fragment(self, value: Any) -> str:
+        if isinstance(value, BaseModel):
+            cached = self.fragments.get(id(value))
+            if cached is not None and cached[0] is value:
+                return cached[1]
+            try:  # equal flat models (e.g. every iid run's selection) share one fragment
+                key: Any = (type(value), tuple(value.__dict__.items()))
+                text = self.by_content.get(key)
+            except TypeError:  # unhashable (nested) fields
+                key, text = None, None
+            if text is None:
+                text = canonical_json(value.model_dump(mode="json"))
+                if key is not None:
+                    self.by_content[key] = text
+            self.fragments[id(value)] = (value, text)
+            return text
+        if isinstance(value, int | float | str | bool | None):
+            scalar = (type(value), value)
+            text = self.scalars.get(scalar)
+            if text is None:
+                text = self.scalars[scalar] = canonical_json(value)
+            return text
+        return canonical_json(RunConfig.__pydantic_serializer__.to_python(value, mode="json"))
 
 
 def canonical_json_loose(data: Any) -> str:

@@ -5,7 +5,12 @@ Two tables (SQLAlchemy 2.x typed models) plus the attempt history:
 - ``sweeps``: one row per sweep name, with its spec and its MLflow parent run;
 - ``runs``: one row per (sweep, run id); the run id is a stable hash of the resolved config,
   so registering a sweep again adds only the runs it did not have;
-- ``attempts``: one row per execution attempt of a run (job id, host, outcome).
+- ``attempts``: one row per execution attempt of a run (job id, host, outcome); a requeued
+  or retried run adds a row each time it starts.
+
+Submission is crash-safe: a run is marked ``submitted`` with a fresh submission token *before*
+its job exists, and gets its job id after; a worker runs only if the store's token for its run
+is still the one it was submitted with (see ``orchestrator/slurm.py``).
 
 Default: a SQLite file in the sweep's work directory, in WAL mode so that parallel local
 workers can write while the orchestrator reads. Any SQLAlchemy URL works; on a cluster use
@@ -25,11 +30,14 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -51,6 +59,8 @@ STATUSES = (PENDING, SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT)
 RETRYABLE = (FAILED, CANCELLED, TIMEOUT)
 IN_FLIGHT = (SUBMITTED, RUNNING)
 ERROR_TAIL_CHARS = 4000
+INTERRUPTED = "interrupted"  # an attempt that ended without reporting (requeue, preemption)
+CHUNK = 500  # rows per IN (...) clause
 
 
 def utcnow() -> dt.datetime:
@@ -86,6 +96,7 @@ class RunRow(Base):
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     job_id: Mapped[str | None] = mapped_column(String(64))
+    submission: Mapped[str | None] = mapped_column(String(64), index=True)
     error_tail: Mapped[str | None] = mapped_column(Text)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     code_version: Mapped[str | None] = mapped_column(String(64))
@@ -143,8 +154,16 @@ class RunStore:
         self.engine = make_engine(url)
         try:
             Base.metadata.create_all(self.engine)
+            self._migrate()
         except OperationalError as err:
             raise StoreError(f"cannot open the run store at {url!r}: {err.orig}") from None
+
+    def _migrate(self) -> None:
+        """Add columns that newer versions introduced to a store created by an older one."""
+        columns = {c["name"] for c in inspect(self.engine).get_columns("runs")}
+        if "submission" not in columns:
+            with self.engine.begin() as connection:
+                connection.execute(text("ALTER TABLE runs ADD COLUMN submission VARCHAR(64)"))
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -178,20 +197,26 @@ class RunStore:
 
     # -- runs -----------------------------------------------------------------------------
     def register(
-        self, sweep: str, runs: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]
+        self, sweep: str, runs: Iterable[tuple[str, dict[str, Any] | str, dict[str, Any]]]
     ) -> int:
-        """Add (run_id, config, label) rows not yet present; returns how many were new."""
+        """Add (run_id, config, label) rows not yet present; returns how many were new.
+
+        ``config`` may be given already serialized (JSON text), which large sweeps do.
+        """
         with self.session() as s, s.begin():
             known = set(s.scalars(select(RunRow.id).where(RunRow.sweep == sweep)))
+            now = utcnow()
             rows = [
                 {
                     "sweep": sweep,
                     "id": run_id,
-                    "config": json.dumps(config, sort_keys=True),
+                    "config": config
+                    if isinstance(config, str)
+                    else json.dumps(config, sort_keys=True),
                     "label": json.dumps(label, sort_keys=True, default=str),
                     "status": PENDING,
                     "attempts": 0,
-                    "created_at": utcnow(),
+                    "created_at": now,
                 }
                 for run_id, config, label in runs
                 if run_id not in known
@@ -206,6 +231,39 @@ class RunStore:
             if statuses is not None:
                 query = query.where(RunRow.status.in_(statuses))
             return list(s.scalars(query.order_by(RunRow.created_at, RunRow.id)))
+
+    def run_states(
+        self, sweep: str, statuses: Sequence[str] | None = None
+    ) -> list[tuple[str, str, str | None, str | None, int]]:
+        """(run id, status, job id, submission token, attempts): the light columns only."""
+        with self.session() as s:
+            query = select(
+                RunRow.id, RunRow.status, RunRow.job_id, RunRow.submission, RunRow.attempts
+            ).where(RunRow.sweep == sweep)
+            if statuses is not None:
+                query = query.where(RunRow.status.in_(statuses))
+            return [tuple(row) for row in s.execute(query.order_by(RunRow.id))]  # type: ignore[misc]
+
+    def run_states_of(
+        self, sweep: str, run_ids: Sequence[str]
+    ) -> list[tuple[str, str, str | None, str | None, int]]:
+        """:meth:`run_states` of these runs only."""
+        out: list[tuple[str, str, str | None, str | None, int]] = []
+        with self.session() as s:
+            for i in range(0, len(run_ids), CHUNK):
+                query = select(
+                    RunRow.id, RunRow.status, RunRow.job_id, RunRow.submission, RunRow.attempts
+                ).where(RunRow.sweep == sweep, RunRow.id.in_(run_ids[i : i + CHUNK]))
+                out += [tuple(row) for row in s.execute(query)]  # type: ignore[misc]
+        return out
+
+    def oldest_submission(self, sweep: str, tokens: Sequence[str]) -> dt.datetime | None:
+        with self.session() as s:
+            return s.scalar(
+                select(func.min(RunRow.submitted_at)).where(
+                    RunRow.sweep == sweep, RunRow.submission.in_(tokens)
+                )
+            )
 
     def run(self, sweep: str, run_id: str) -> RunRow | None:
         with self.session() as s:
@@ -222,14 +280,91 @@ class RunStore:
             counts.update({status: n for status, n in rows})
             return counts
 
-    def set_status(self, sweep: str, run_ids: Sequence[str], status: str, **values: Any) -> None:
+    def set_status(
+        self,
+        sweep: str,
+        run_ids: Sequence[str],
+        status: str,
+        only_from: Sequence[str] | None = None,
+        **values: Any,
+    ) -> int:
+        """Set the status of these runs (those now in ``only_from``, if given); returns how many."""
+        changed = 0
         with self.session() as s, s.begin():
-            for i in range(0, len(run_ids), 500):
-                s.execute(
-                    update(RunRow)
-                    .where(RunRow.sweep == sweep, RunRow.id.in_(run_ids[i : i + 500]))
-                    .values(status=status, **values)
+            for i in range(0, len(run_ids), CHUNK):
+                query = update(RunRow).where(
+                    RunRow.sweep == sweep, RunRow.id.in_(run_ids[i : i + CHUNK])
                 )
+                if only_from is not None:
+                    query = query.where(RunRow.status.in_(only_from))
+                changed += s.execute(query.values(status=status, **values)).rowcount  # type: ignore[attr-defined]
+        return changed
+
+    # -- submission (crash-safe: token first, job ids after) --------------------------------
+    def mark_submitted(self, sweep: str, run_ids: Sequence[str], token: str) -> None:
+        """Before sbatch: these runs belong to submission ``token`` and have no job yet."""
+        self.set_status(
+            sweep, run_ids, SUBMITTED, submission=token, job_id=None, submitted_at=utcnow()
+        )
+
+    def unmark_submitted(self, sweep: str, previous: dict[str, list[str]], token: str) -> None:
+        """Undo :meth:`mark_submitted` (sbatch failed): each run gets its previous status back."""
+        with self.session() as s, s.begin():
+            for status, run_ids in previous.items():
+                for i in range(0, len(run_ids), CHUNK):
+                    s.execute(
+                        update(RunRow)
+                        .where(
+                            RunRow.sweep == sweep,
+                            RunRow.id.in_(run_ids[i : i + CHUNK]),
+                            RunRow.submission == token,
+                        )
+                        .values(status=status, submission=None, submitted_at=None)
+                    )
+
+    def attach_job_ids(self, sweep: str, token: str, job_ids: dict[str, str]) -> None:
+        """After sbatch: each run of submission ``token`` gets its SLURM job id."""
+        if not job_ids:
+            return
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                update(RunRow.__table__)  # type: ignore[arg-type]
+                .where(
+                    RunRow.__table__.c.sweep == bindparam("b_sweep"),
+                    RunRow.__table__.c.id == bindparam("b_id"),
+                    RunRow.__table__.c.submission == bindparam("b_token"),
+                )
+                .values(job_id=bindparam("b_job")),
+                [
+                    {"b_sweep": sweep, "b_id": run_id, "b_token": token, "b_job": job}
+                    for run_id, job in job_ids.items()
+                ],
+            )
+
+    def try_start(
+        self,
+        sweep: str,
+        run_id: str,
+        token: str | None,
+        job_id: str | None,
+        host: str,
+        code_version: str | None,
+    ) -> int | None:
+        """Start a new attempt if this job still owns the run; else None (the job must exit).
+
+        A job owns its run while the run is neither completed nor cancelled and, for jobs
+        submitted with a token, the store still holds that token (a newer submission of the
+        same run makes older jobs stale).
+        """
+        with self.session() as s, s.begin():
+            row = s.get(RunRow, (sweep, run_id), with_for_update=True)
+            if row is None:
+                raise StoreError(f"run {run_id} of sweep {sweep!r} is not in the store {self.url}")
+            if row.status in (COMPLETED, CANCELLED):
+                return None
+            if token is not None and row.submission != token:
+                return None
+            return self._start_attempt(s, row, job_id, host, code_version)
 
     def mark_started(
         self, sweep: str, run_id: str, job_id: str | None, host: str, code_version: str | None
@@ -239,18 +374,41 @@ class RunStore:
             row = s.get(RunRow, (sweep, run_id))
             if row is None:
                 raise StoreError(f"run {run_id} of sweep {sweep!r} is not in the store {self.url}")
-            row.attempts += 1
-            row.status = RUNNING
-            row.started_at = utcnow()
-            row.finished_at = None
-            row.job_id = job_id
-            row.code_version = code_version
-            s.add(
-                AttemptRow(
-                    sweep=sweep, run_id=run_id, number=row.attempts, job_id=job_id, host=host
-                )
+            return self._start_attempt(s, row, job_id, host, code_version)
+
+    @staticmethod
+    def _start_attempt(
+        s: Session, row: RunRow, job_id: str | None, host: str, code_version: str | None
+    ) -> int:
+        now = utcnow()
+        # An attempt still open was cut short without reporting (requeue, preemption, kill).
+        s.execute(
+            update(AttemptRow)
+            .where(
+                AttemptRow.sweep == row.sweep,
+                AttemptRow.run_id == row.id,
+                AttemptRow.finished_at.is_(None),
             )
-            return row.attempts
+            .values(status=INTERRUPTED, finished_at=now)
+        )
+        row.attempts += 1
+        row.status = RUNNING
+        row.started_at = now
+        row.finished_at = None
+        if job_id is not None:
+            row.job_id = job_id
+        row.code_version = code_version
+        s.add(
+            AttemptRow(
+                sweep=row.sweep,
+                run_id=row.id,
+                number=row.attempts,
+                job_id=job_id,
+                host=host,
+                started_at=now,
+            )
+        )
+        return row.attempts
 
     def mark_finished(
         self,
@@ -280,6 +438,19 @@ class RunStore:
                 attempt.status = status
                 attempt.finished_at = row.finished_at
                 attempt.error_tail = tail
+
+    def mark_interrupted(self, sweep: str, run_id: str) -> None:
+        """Close the open attempt as interrupted; the run stays in flight (it was requeued)."""
+        with self.session() as s, s.begin():
+            s.execute(
+                update(AttemptRow)
+                .where(
+                    AttemptRow.sweep == sweep,
+                    AttemptRow.run_id == run_id,
+                    AttemptRow.finished_at.is_(None),
+                )
+                .values(status=INTERRUPTED, finished_at=utcnow())
+            )
 
     def set_mlflow_run_id(self, sweep: str, run_id: str, mlflow_run_id: str) -> None:
         with self.session() as s, s.begin():

@@ -3,10 +3,16 @@
 :func:`execute_run` is the single entry point every executor calls (in-process, in a local
 subprocess, or in a SLURM job). The run reports its own state to the store: started (a new
 attempt), then completed with its final metrics, or failed with the tail of its traceback.
+
+A job runs its run only if it still owns it (:meth:`RunStore.try_start`): never a run that has
+completed or was cancelled, nor one resubmitted since (a stale job exits without training).
+A SLURM job requeued by submitit (time limit, preemption) closes its attempt as
+``interrupted`` and leaves the run in flight; the next start resumes from the checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import traceback
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.store import COMPLETED, FAILED, RunStore
+from trainers.tracking import MLflowLogger
 
 TAG_SWEEP = "activescale.sweep"
 TAG_RUN_ID = "activescale.run_id"
@@ -37,6 +44,11 @@ class RunJob:
     reference_share: int = 1
     code_version: str | None = None
     threads: int | None = None
+    submission: str | None = None  # the submission token (SLURM); None: always run
+    cwd: str | None = None  # the submitter's working directory (relative paths resolve there)
+
+
+SKIPPED = "skipped"
 
 
 def code_version(path: Path | None = None) -> str | None:
@@ -94,12 +106,19 @@ def execute_run(job: RunJob, job_id: str | None = None) -> str:
 
     from trainers.config import RunConfig
     from trainers.loop import RunContext, train
-    from trainers.tracking import MLflowLogger
 
+    if job.cwd:
+        os.chdir(job.cwd)
     if job.threads:
         torch.set_num_threads(job.threads)
     store = RunStore(job.store_url)
-    store.mark_started(job.sweep, job.run_id, job_id, socket.gethostname(), job.code_version)
+    attempt = store.try_start(
+        job.sweep, job.run_id, job.submission, job_id, socket.gethostname(), job.code_version
+    )
+    if attempt is None:
+        print(f"activescale: run {job.run_id} is completed, cancelled or resubmitted: skipping")
+        return SKIPPED
+    print(f"activescale: run {job.run_id} attempt {attempt}, code from {Path(__file__).parent}")
     client = MlflowClient(tracking_uri=job.tracking_uri)
     mlflow_run_id: str | None = None
     try:
@@ -112,7 +131,15 @@ def execute_run(job: RunJob, job_id: str | None = None) -> str:
             checkpoint_path=workdir / "checkpoints" / f"{job.run_id}.pt",
             reference_share=job.reference_share,
         )
-        metrics = train(config, ctx, MLflowLogger(job.tracking_uri, mlflow_run_id))
+        metrics = train(config, ctx, FlushingMLflowLogger(job.tracking_uri, mlflow_run_id))
+    except SystemExit:
+        if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+            store.mark_finished(job.sweep, job.run_id, FAILED, error_tail=traceback.format_exc())
+            raise
+        # submitit exits from its signal handler once the job is requeued (time limit or
+        # preemption): not a failure; the next start resumes from the checkpoint.
+        store.mark_interrupted(job.sweep, job.run_id)
+        raise
     except BaseException as err:
         tail = traceback.format_exc()
         status = FAILED
@@ -123,3 +150,12 @@ def execute_run(job: RunJob, job_id: str | None = None) -> str:
     store.mark_finished(job.sweep, job.run_id, COMPLETED, metrics=metrics)
     client.set_terminated(mlflow_run_id, status="FINISHED")
     return COMPLETED
+
+
+class FlushingMLflowLogger(MLflowLogger):
+    """Sends each evaluation at once: the trainer checkpoints right after logging, so a run
+    killed later and resumed from that checkpoint has lost none of its metric history."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        super().log_metrics(metrics, step)
+        self.flush()

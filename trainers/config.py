@@ -73,6 +73,11 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(2000, ge=1, description="Evaluation batch size.")
 
 
+# Optional sections added after run ids existed: left out of the dump when unset, so the ids of
+# runs that do not use them stay what they were.
+OMITTED_WHEN_NONE = frozenset({"contrastive"})
+
+
 class RunConfig(BaseModel):
     """Everything that determines one training run (its hash is the run id)."""
 
@@ -146,8 +151,9 @@ class RunConfig(BaseModel):
     def _omit_absent_task_settings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Runs without contrastive settings dump (and hash) exactly as before they existed.
         data: dict[str, Any] = handler(self)
-        if self.contrastive is None:
-            data.pop("contrastive", None)
+        for name in OMITTED_WHEN_NONE:
+            if data.get(name, 0) is None:
+                del data[name]
         return data
 
     def _paired_data_consistent(self) -> None:

@@ -1,0 +1,460 @@
+"""SLURM through submitit: job arrays, crash-safe submission, reconciliation, cancel.
+
+Submitting (``SlurmExecutor.launch``): runs are grouped by the resources they ask for (per
+learner size, ``executor.resources``), each group is split into arrays of at most the
+cluster's ``MaxArraySize`` tasks, and each array is one ``sbatch`` (submitit ``batch()``).
+For every array, in this order:
+
+1. the store marks its runs ``submitted`` with a fresh submission token and no job id;
+2. sbatch, with the token in the job name (``as-SWEEP-TOKEN``); if sbatch fails the runs get
+   their previous status back (the store is as before) and ``SubmissionError`` is raised;
+3. the store records each run's job id (``ARRAYID_INDEX``, runs in run-id order).
+
+If the orchestrator dies between 1 and 3, the next ``submit``/``status``/``cancel`` finds
+runs that are ``submitted`` without a job id and looks their token up in SLURM by job name:
+found, the job ids are attached (the array is in run-id order); not found, the runs go back
+to ``pending`` and are submitted again. A worker only trains a run whose token in the store
+is its own and that is neither completed nor cancelled, so a run is never trained twice at
+once even if a job was missed; MLflow child runs are found by run id, never duplicated.
+
+Reconciling (``reconcile``): one ``sacct`` call for every in-flight run of a sweep; a run
+whose job ended without the run reporting (out of memory, node failure, time limit,
+cancelled) gets the matching status. ``cancel`` is one ``scancel`` per array.
+
+Jobs are ``submitit.helpers.Checkpointable``: on the time limit or preemption signal submitit
+pickles the job again (``checkpoint``) and requeues it; the new start is a new attempt that
+resumes from the run's last checkpoint (written at every evaluation and every
+``checkpoint_every`` steps).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from orchestrator.errors import SubmissionError
+from orchestrator.executors import ExecutorConfig
+from orchestrator.sbatch import SlurmResources, submitit_parameters
+from orchestrator.snapshot import make_snapshot
+from orchestrator.store import (
+    CANCELLED,
+    FAILED,
+    IN_FLIGHT,
+    PENDING,
+    SUBMITTED,
+    TIMEOUT,
+    RunStore,
+    utcnow,
+)
+from orchestrator.worker import RunJob, execute_run
+
+COMMAND_TIMEOUT_S = 60
+VANISHED = "VANISHED"  # our name for an array task sacct no longer lists
+# sacct states -> what the store records for a run whose job ended without reporting.
+ENDED_STATES = {
+    "FAILED": FAILED,
+    "NODE_FAIL": FAILED,
+    "OUT_OF_MEMORY": FAILED,
+    "BOOT_FAIL": FAILED,
+    "DEADLINE": TIMEOUT,
+    "TIMEOUT": TIMEOUT,
+    "PREEMPTED": FAILED,
+    "CANCELLED": CANCELLED,
+    "COMPLETED": FAILED,  # the job ended, the run never said how: treat as failed
+    "REVOKED": CANCELLED,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking to SLURM
+
+
+def run_command(args: list[str], what: str) -> str:
+    """Run a SLURM client command; any failure is a SubmissionError that says what to check."""
+    if shutil.which(args[0]) is None:
+        raise SubmissionError(
+            f"cannot {what}: `{args[0]}` is not on PATH, so this machine is not a SLURM submit "
+            "host. Run activescale where sbatch works (or install the SLURM client)."
+        )
+    try:
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise SubmissionError(
+            f"cannot {what}: `{' '.join(args[:3])}` did not answer in {COMMAND_TIMEOUT_S} s; "
+            "is slurmctld up (scontrol ping)?"
+        ) from None
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SubmissionError(f"cannot {what}: `{args[0]}` failed: {message[0]}")
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    max_array_size: int  # tasks per array (indices 0 .. MaxArraySize-1)
+    partitions: tuple[str, ...]
+    default_partition: str | None
+
+
+def parse_max_array_size(config_text: str) -> int:
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", config_text, re.MULTILINE)
+    return int(match.group(1)) if match else 1001  # SLURM's default
+
+
+def cluster_info() -> ClusterInfo:
+    """MaxArraySize and partitions; raises SubmissionError when SLURM cannot be reached."""
+    config = run_command(["scontrol", "show", "config"], "read the SLURM configuration")
+    listing = run_command(["sinfo", "-h", "-o", "%P"], "list the SLURM partitions")
+    names = [line.strip() for line in listing.splitlines() if line.strip()]
+    default = next((n.rstrip("*") for n in names if n.endswith("*")), None)
+    return ClusterInfo(
+        parse_max_array_size(config), tuple(dict.fromkeys(n.rstrip("*") for n in names)), default
+    )
+
+
+def check_resources(info: ClusterInfo, resources: Sequence[SlurmResources]) -> None:
+    for res in resources:
+        if res.partition is not None and res.partition not in info.partitions:
+            raise SubmissionError(
+                f"executor.partition {res.partition!r} does not exist on this cluster; "
+                f"partitions: {', '.join(info.partitions)}"
+            )
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise SubmissionError("sbatch/srun are not on PATH; submit from a SLURM login node")
+
+
+def expand_array_ids(job_id: str) -> list[str]:
+    """``123_[0-2,5%2]`` -> ["123_0", "123_1", "123_2", "123_5"]; ``123_4`` / ``123`` as is."""
+    base, sep, rest = job_id.partition("_")
+    if not sep or not rest.startswith("["):
+        return [job_id]
+    ids = []
+    for part in rest.strip("[]").split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        ids += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return ids
+
+
+def parse_sacct(text: str) -> dict[str, str]:
+    """``JobID|State`` lines (sacct -P -n -X) -> {task id: first word of the state}."""
+    states: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 2 or not parts[0] or "." in parts[0]:
+            continue
+        state = parts[1].split()[0] if parts[1].strip() else "UNKNOWN"
+        for task in expand_array_ids(parts[0]):
+            states[task] = state
+    return states
+
+
+def job_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """States of these jobs/array tasks in ONE sacct call (queried by array id)."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    if not arrays:
+        return {}
+    out = run_command(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
+        "read job states",
+    )
+    return parse_sacct(out)
+
+
+def queued_tasks(job_ids: Sequence[str]) -> set[str] | None:
+    """Array tasks and jobs slurmctld still knows (any state) of these jobs' arrays; None if
+    squeue cannot say (e.g. an id slurmctld has already forgotten)."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        out = run_command(
+            ["squeue", "-h", "--states=all", "-r", "-o", "%i", "-j", ",".join(arrays)],
+            "list queued jobs",
+        )
+    except SubmissionError:
+        return None
+    return {task for line in out.split() for task in expand_array_ids(line.strip())}
+
+
+def find_jobs_by_name(names: Sequence[str], since_s: float) -> dict[str, str]:
+    """{job name: array (or job) id} for jobs with these names, known to slurmctld or sacct."""
+    if not names:
+        return {}
+    found: dict[str, str] = {}
+    joined = ",".join(names)
+    since = f"now-{int(since_s) + 3600}"
+    out = run_command(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,JobName", "--name", joined, "-S", since],
+        "look up submitted jobs",
+    )
+    # slurmctld knows a job the moment sbatch returns; accounting may lag a little.
+    out += run_command(
+        ["squeue", "-h", "--states=all", "-o", "%F|%j", "--name", joined], "look up queued jobs"
+    )
+    for line in out.splitlines():
+        job, _, name = line.partition("|")
+        if name in names and job:
+            found[name] = job.split("_")[0]
+    return found
+
+
+def compress_task_ids(job_ids: Sequence[str]) -> list[str]:
+    """["7_0", "7_1", "7_3", "9"] -> ["7_[0,1,3]", "9"] (one scancel argument per array)."""
+    by_array: dict[str, list[str]] = defaultdict(list)
+    singles = []
+    for job_id in job_ids:
+        base, sep, index = job_id.partition("_")
+        if sep:
+            by_array[base].append(index)
+        else:
+            singles.append(job_id)
+    return [f"{b}_[{','.join(idx)}]" for b, idx in sorted(by_array.items())] + singles
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+
+
+class SlurmRunJob(submitit.helpers.Checkpointable):
+    """The callable each array task runs: one run, requeued by submitit on timeout/preemption.
+
+    ``checkpoint`` (called by submitit in the signal handler) resubmits this same object; the
+    trainer is not told to save at the signal, so the new start resumes from the run's last
+    periodic checkpoint (every evaluation and every ``checkpoint_every`` steps).
+    """
+
+    def __init__(self, job: RunJob) -> None:
+        self.job = job
+
+    def __call__(self) -> str:
+        env = submitit.JobEnvironment()
+        return execute_run(self.job, job_id=str(env.job_id))
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Submission
+
+
+@dataclass
+class SubmittedArray:
+    token: str
+    job_id: str  # the array's job id
+    runs: int
+    resources: SlurmResources
+
+
+@dataclass
+class SlurmExecutor:
+    """Submits jobs as arrays and records them in the store; returns without waiting."""
+
+    cfg: ExecutorConfig
+    workdir: Path
+    store: RunStore
+    max_array_size: int | None = None  # None: the cluster's MaxArraySize
+    submitted: list[SubmittedArray] = field(default_factory=list)
+    sbatch_calls: int = 0
+    blocking = False
+
+    def resources(self, job: RunJob) -> SlurmResources:
+        return self.cfg.resources_for(str(job.config["learner"]["size"]))
+
+    def launch(self, jobs: Sequence[RunJob], on_progress: Callable[[], None]) -> None:
+        if not jobs:
+            return
+        info = cluster_info()
+        groups: dict[str, list[RunJob]] = defaultdict(list)
+        by_key: dict[str, SlurmResources] = {}
+        for job in jobs:
+            res = self.resources(job)
+            key = res.model_dump_json()
+            groups[key].append(job)
+            by_key[key] = res
+        check_resources(info, list(by_key.values()))
+        size = min(self.max_array_size or info.max_array_size, info.max_array_size)
+        snapshot = make_snapshot(self.workdir) if self.cfg.snapshot else None
+        cwd = os.getcwd()
+        for key, group in groups.items():
+            group.sort(key=lambda j: j.run_id)
+            threads = by_key[key].cpus_per_task  # torch uses the cores SLURM gave the job
+            for start in range(0, len(group), size):
+                chunk = [replace(j, cwd=cwd, threads=threads) for j in group[start : start + size]]
+                self._submit_array(chunk, by_key[key], snapshot)
+                on_progress()
+
+    def _submit_array(
+        self, jobs: list[RunJob], resources: SlurmResources, snapshot: Path | None
+    ) -> None:
+        sweep = jobs[0].sweep
+        token = uuid.uuid4().hex[:16]
+        jobs = [replace(j, submission=token) for j in jobs]
+        run_ids = [j.run_id for j in jobs]
+        previous: dict[str, list[str]] = defaultdict(list)
+        for run_id, status, *_ in self.store.run_states_of(sweep, run_ids):
+            previous[status].append(run_id)
+        params = submitit_parameters(
+            resources,
+            job_name=job_name(sweep, token),
+            setup=self.cfg.setup,
+            array_parallelism=self.cfg.array_parallelism or len(jobs),
+            snapshot=snapshot,
+            signal_delay_s=self.cfg.signal_delay_s,
+        )
+        executor = submitit.SlurmExecutor(
+            folder=self.workdir / "jobs" / "%j", max_num_timeout=self.cfg.max_num_timeout
+        )
+        executor.update_parameters(**params)
+        self.store.mark_submitted(sweep, run_ids, token)
+        try:
+            self.sbatch_calls += 1
+            with executor.batch():
+                handles = [executor.submit(SlurmRunJob(job)) for job in jobs]
+        except Exception as err:  # sbatch refused: give the runs their previous status back
+            self.store.unmark_submitted(sweep, dict(previous), token)
+            raise SubmissionError(f"sbatch refused the array of {len(jobs)} runs: {err}") from None
+        job_ids = {job.run_id: handle.job_id for job, handle in zip(jobs, handles, strict=True)}
+        self.store.attach_job_ids(sweep, token, job_ids)
+        array_id = handles[0].job_id.split("_")[0]
+        self.submitted.append(SubmittedArray(token, array_id, len(jobs), resources))
+
+
+def job_name(sweep: str, token: str) -> str:
+    return f"as-{sweep}-{token}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconciliation and cancel
+
+
+@dataclass
+class Reconciled:
+    recovered: int = 0  # runs of an interrupted submission whose jobs were found
+    requeued: int = 0  # runs of an interrupted submission with no job: back to pending
+    ended: dict[str, int] = field(default_factory=dict)  # sacct state -> runs marked
+
+
+def recover_submissions(store: RunStore, sweep: str) -> Reconciled:
+    """Runs marked submitted without a job id: attach their jobs, or make them pending."""
+    result = Reconciled()
+    orphans: dict[str, list[str]] = defaultdict(list)
+    for run_id, _, job_id, token, _ in store.run_states(sweep, [SUBMITTED]):
+        if job_id is None and token is not None:
+            orphans[token].append(run_id)
+    if not orphans:
+        return result
+    oldest = store.oldest_submission(sweep, list(orphans))
+    age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+    found = find_jobs_by_name([job_name(sweep, t) for t in orphans], age)
+    for token, run_ids in orphans.items():
+        run_ids.sort()  # the order the array was submitted in
+        array = found.get(job_name(sweep, token))
+        if array is None:
+            store.unmark_submitted(sweep, {PENDING: run_ids}, token)
+            result.requeued += len(run_ids)
+        else:
+            ids = [array] if len(run_ids) == 1 else [f"{array}_{i}" for i in range(len(run_ids))]
+            store.attach_job_ids(sweep, token, dict(zip(run_ids, ids, strict=True)))
+            result.recovered += len(run_ids)
+    return result
+
+
+def reconcile(store: RunStore, sweep: str) -> Reconciled:
+    """Bring the store in line with SLURM for every in-flight run (one sacct call)."""
+    result = recover_submissions(store, sweep)
+    in_flight = [(r, s, j) for r, s, j, _, _ in store.run_states(sweep, IN_FLIGHT) if j]
+    if not in_flight:
+        return result
+    states = job_states([j for _, _, j in in_flight])
+    known_arrays = {task.split("_")[0] for task in states}
+    ended: dict[str, list[str]] = defaultdict(list)
+    for run_id, status, job_id in in_flight:
+        state = states.get(job_id)
+        if state in ENDED_STATES:
+            ended[state].append(run_id)
+        elif state is None and status == SUBMITTED and job_id.split("_")[0] in known_arrays:
+            # A pending array task cancelled before it started leaves no record of its own,
+            # while the rest of its array is still listed.
+            ended[VANISHED].append(run_id)
+    if ended.get(VANISHED):
+        # Accounting lags slurmctld by a moment when a task leaves its pending array to start;
+        # only what slurmctld does not know either has vanished (a second call, rarely made).
+        by_run = dict((r, j) for r, _, j in in_flight)
+        listed = queued_tasks([by_run[r] for r in ended[VANISHED]])
+        ended[VANISHED] = [
+            r for r in ended[VANISHED] if listed is not None and by_run[r] not in listed
+        ]
+    now = utcnow()
+    for state, run_ids in ended.items():
+        if not run_ids:
+            continue
+        changed = store.set_status(
+            sweep,
+            run_ids,
+            CANCELLED if state == VANISHED else ENDED_STATES[state],
+            only_from=IN_FLIGHT,
+            finished_at=now,
+            error_tail=(
+                "SLURM no longer lists this array task while it lists the rest of its array: "
+                "it was cancelled before it started (scancel)."
+                if state == VANISHED
+                else f"SLURM reports the job {state} and the run never reported how it ended "
+                "(out of memory, node failure, time limit, scancel, or killed). "
+                "See the job log under WORKDIR/jobs/."
+            ),
+        )
+        result.ended[state] = changed
+    return result
+
+
+def cancel(store: RunStore, sweep: str) -> int:
+    """scancel every in-flight run's job; those runs become cancelled. Returns how many."""
+    recover_submissions(store, sweep)
+    in_flight = store.run_states(sweep, IN_FLIGHT)
+    job_ids = [j for _, _, j, _, _ in in_flight if j]
+    if job_ids:
+        if shutil.which("scancel") is None:
+            raise SubmissionError("cannot cancel: `scancel` is not on PATH; run on a login node")
+        args = compress_task_ids(job_ids)
+        # scancel takes many ids at once; chunks keep the command line short. It exits non-zero
+        # for jobs that have just ended, which is fine: their runs reported or get reconciled.
+        for i in range(0, len(args), 200):
+            subprocess.run(
+                ["scancel", *args[i : i + 200]],
+                capture_output=True,
+                timeout=COMMAND_TIMEOUT_S,
+                check=False,
+            )
+    return store.set_status(
+        sweep,
+        [r for r, *_ in in_flight],
+        CANCELLED,
+        only_from=IN_FLIGHT,
+        finished_at=utcnow(),
+        error_tail="cancelled with `activescale cancel`",
+    )
+
+
+def wait_until_done(
+    store: RunStore, sweep: str, poll_s: float, on_poll: Callable[[dict[str, int]], None]
+) -> dict[str, int]:
+    """Reconcile every ``poll_s`` seconds until no run is in flight; returns the counts."""
+    while True:
+        reconcile(store, sweep)
+        counts = store.counts(sweep)
+        on_poll(counts)
+        if not any(counts[s] for s in IN_FLIGHT):
+            return counts
+        time.sleep(poll_s)
