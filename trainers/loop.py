@@ -59,6 +59,9 @@ class Trainee:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loss_fn: LossFn
 
+    def __post_init__(self) -> None:
+        self.device = next(self.model.parameters()).device
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> float:
         with autocast():
             loss = self.loss_fn(self.model, x, y)
@@ -94,6 +97,10 @@ class TrainState:
     ledger: FlopLedger
     generator: torch.Generator  # selection sampling and parallel-reference batches
     selected_corrupted: list[float] = field(default_factory=lambda: [0.0, 0.0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.learner.device
 
     def scoring_models(self) -> dict[str, nn.Module]:
         models = {"learner": self.learner.model}
@@ -218,7 +225,7 @@ def train_step(
     state: TrainState, cfg: RunConfig, meter: FlopMeter, splits: Splits, autocast: Any
 ) -> float:
     """One learner step: super-batch -> scores -> selection -> learner and scorer updates."""
-    device = next(state.learner.model.parameters()).device
+    device = state.device
     policy, task = POLICIES[cfg.selection.policy], task_for(cfg)
     B = cfg.batch_size
     x, y, corrupted = state.source.next(cfg.selection.super_batch_size(B))
@@ -256,7 +263,7 @@ def train_step(
         )
         state.reference_trainee.train_step(rx, ry, autocast)
 
-    state.selected_corrupted[0] += float(corrupted.float().sum())
+    state.selected_corrupted[0] += int(corrupted.count_nonzero())
     state.selected_corrupted[1] += len(corrupted)
     state.step += 1
     return loss
