@@ -23,6 +23,14 @@ def lower_envelope(
     """
     compute_arr = np.asarray(compute, dtype=np.float64)
     error_arr = np.asarray(error, dtype=np.float64)
+    keep = envelope_indices(compute_arr, error_arr)
+    return compute_arr[keep], error_arr[keep]
+
+
+def envelope_indices(compute: ArrayLike, error: ArrayLike) -> NDArray[np.intp]:
+    """Indices of the lower-envelope points (see :func:`lower_envelope`), by compute."""
+    compute_arr = np.asarray(compute, dtype=np.float64)
+    error_arr = np.asarray(error, dtype=np.float64)
     if compute_arr.ndim != 1 or compute_arr.shape != error_arr.shape:
         raise DataError(
             f"compute and error must be 1-D arrays of equal length, got shapes "
@@ -37,7 +45,6 @@ def lower_envelope(
     # Ties in compute are ordered best-first, so a tied worse point never counts as
     # an improvement.
     order = np.lexsort((error_arr, compute_arr))
-    sorted_compute, sorted_error = compute_arr[order], error_arr[order]
+    sorted_error = error_arr[order]
     best_before = np.minimum.accumulate(np.concatenate(([np.inf], sorted_error)))[:-1]
-    keep = sorted_error < best_before
-    return sorted_compute[keep], sorted_error[keep]
+    return order[sorted_error < best_before]

@@ -9,10 +9,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, PercentFormatter
 
+from analysis.bootstrap import SeedBootstrap
 from analysis.curves import Frontier
 from analysis.fit import CurveFit
+from analysis.multiplier import MultiplierCurve, SizeSavings
 
 COLORS = {
     "iid": "#444444",
@@ -28,13 +32,23 @@ def color(policy: str, index: int) -> str:
     return COLORS.get(policy, f"C{index % 10}")
 
 
+def _style(ax: Axes) -> None:
+    ax.grid(True, which="major", alpha=0.35, lw=0.6)
+    ax.grid(True, which="minor", alpha=0.12, lw=0.4)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
 def scaling_plot(
     frame: pd.DataFrame,
     curves: list[Frontier],
     fits: dict[str, CurveFit],
+    boot: SeedBootstrap | None = None,
     extrapolate: float = 3.0,
 ) -> Figure:
-    """Error vs total FLOPs, log-log: all evaluations (faint), frontiers, fitted curves."""
+    """Error vs total FLOPs, log-log: every evaluation (faint), the seed-averaged frontiers
+    (bars: std over seeds), the AIC-best fit (solid over the data, dashed beyond) and its
+    bootstrap band (shaded; lighter beyond the data)."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for i, curve in enumerate(curves):
         c = color(curve.policy, i)
@@ -42,40 +56,129 @@ def scaling_plot(
         if curve.scorer_size is not None:
             mask &= frame["scorer_size"] == curve.scorer_size
         ax.scatter(
-            frame.loc[mask, "flops"], frame.loc[mask, "error"], s=6, color=c, alpha=0.15, lw=0
+            frame.loc[mask, "flops"], frame.loc[mask, "error"], s=5, color=c, alpha=0.12, lw=0
         )
         ax.errorbar(
             curve.compute,
             curve.error,
             yerr=curve.error_std,
             fmt="o",
-            ms=4,
+            ms=3.5,
             color=c,
-            capsize=2,
-            label=f"{curve.label} frontier",
+            capsize=1.5,
+            elinewidth=0.8,
+            label=f"{curve.label} (frontier, {curve.n_seeds} seeds)",
         )
         fit = fits.get(curve.label)
-        if fit is not None:
-            lo, hi = curve.compute.min(), curve.compute.max()
-            grid = np.geomspace(lo, hi, 200)
-            ax.plot(
-                grid, fit.predict(grid), "-", color=c, lw=1.5, label=f"{curve.label}: {fit.family}"
-            )
-            ext = np.geomspace(hi, hi * extrapolate, 50)
-            ax.plot(ext, fit.predict(ext), ":", color=c, lw=1.5)
+        if fit is None:
+            continue
+        lo, hi = curve.compute.min(), curve.compute.max()
+        band = boot.band(curve.label) if boot is not None else None
+        if band is not None and boot is not None:
+            inside = (boot.grid >= lo) & (boot.grid <= hi)
+            beyond = (boot.grid >= hi) & (boot.grid <= hi * extrapolate)
+            for part, alpha in ((inside, 0.22), (beyond, 0.1)):
+                ax.fill_between(
+                    boot.grid[part], band[0][part], band[1][part], color=c, alpha=alpha, lw=0
+                )
+        grid = np.geomspace(lo, hi, 200)
+        ax.plot(grid, fit.predict(grid), "-", color=c, lw=1.6, label=f"{curve.label}: {fit.family}")
+        ext = np.geomspace(hi, hi * extrapolate, 50)
+        ax.plot(ext, fit.predict(ext), "--", color=c, lw=1.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("total training FLOPs (scoring included)")
+    ax.set_xlabel("total training FLOPs (scoring and reference included)")
     ax.set_ylabel("test error")
     ax.set_title("Compute-efficient frontier: IID vs prioritized")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _style(ax)
+    ax.legend(fontsize=7.5, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def multiplier_plot(curves: list[MultiplierCurve], iid_best: float | None) -> Figure:
+    """Compute multiplier vs target error: fitted (line, bootstrap band) and data (markers)."""
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    for i, curve in enumerate(curves):
+        c = color(curve.policy, i + 1)
+        if curve.fitted_band is not None:
+            ax.fill_between(
+                curve.targets, curve.fitted_band[0], curve.fitted_band[1], color=c, alpha=0.18, lw=0
+            )
+        ax.plot(curve.targets, curve.fitted, "-", color=c, lw=1.6, label=f"{curve.label} (fit)")
+        ax.plot(
+            curve.targets,
+            curve.data,
+            "o",
+            ms=3.5,
+            color=c,
+            mfc="white",
+            label=f"{curve.label} (data)",
+        )
+    ax.axhline(1.0, color="#888888", lw=0.9, ls=":")
+    if iid_best is not None:
+        ax.axvline(iid_best, color="#444444", lw=0.8, ls="--")
+        ax.annotate(
+            "IID best", (iid_best, 1.0), xytext=(4, 6), textcoords="offset points", fontsize=7.5
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("target test error (harder →)")
+    ax.set_ylabel("compute multiplier  C_iid / C_policy")
+    ax.set_title("Compute multiplier vs target (> 1: the policy saves compute)")
+    _style(ax)
+    ax.legend(fontsize=7.5, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def savings_ratio_plot(rows: list[SizeSavings]) -> Figure:
+    """Savings vs scorer/learner parameter ratio, one series per prioritized curve."""
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    labels = sorted({r.curve for r in rows})
+    for i, label in enumerate(labels):
+        part = sorted((r for r in rows if r.curve == label), key=lambda r: r.ratio)
+        c = color(part[0].policy, i + 1)
+        shown = [r for r in part if r.savings is not None]
+        x = np.array([r.ratio for r in shown])
+        y = np.array([r.savings for r in shown], dtype=float)
+        yerr = np.array(
+            [
+                [r.savings - r.ci[0], r.ci[1] - r.savings]
+                if r.ci and r.savings is not None
+                else [0, 0]
+                for r in shown
+            ]
+        ).T.reshape(2, -1)
+        ax.errorbar(x, y, yerr=yerr, fmt="o-", color=c, ms=4, capsize=2, lw=1.2, label=label)
+        for r in shown:
+            ax.annotate(
+                r.learner_size,
+                (r.ratio, r.savings or 0),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=7,
+            )
+        missing = [r for r in part if r.savings is None]
+        if missing:
+            ax.plot([r.ratio for r in missing], [0.0] * len(missing), "x", color=c, ms=6)
+    ax.axhline(0.0, color="#888888", lw=0.9, ls=":")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("scorer / learner parameters")
+    ax.set_ylabel("compute savings vs IID (same learner)")
+    ax.set_title("Savings vs scorer size (× on the axis: IID's error not reached)")
+    _style(ax)
+    ax.legend(fontsize=7.5, frameon=False)
     fig.tight_layout()
     return fig
 
 
 def learning_curves_plot(frame: pd.DataFrame) -> Figure:
-    """Error vs FLOPs of every learner size, one panel per policy (seeds averaged)."""
+    """Error vs FLOPs of every learner size, one panel per policy (seeds averaged, shaded
+    between the best and worst seed)."""
     policies = sorted(frame["policy"].unique(), key=lambda p: (p != "iid", p))
     fig, axes = plt.subplots(
         1, len(policies), figsize=(4 * len(policies), 3.6), sharey=True, squeeze=False
@@ -88,23 +191,21 @@ def learning_curves_plot(frame: pd.DataFrame) -> Figure:
     for ax, policy in zip(axes[0], policies, strict=True):
         part = frame[frame["policy"] == policy]
         for j, size in enumerate(sizes):
-            curve = (
-                part[part["learner_size"] == size].groupby("eval_step")[["flops", "error"]].mean()
-            )
-            if len(curve):
-                ax.plot(
-                    curve["flops"],
-                    curve["error"],
-                    "-",
-                    color=cmap(j / max(1, len(sizes) - 1)),
-                    label=str(size),
-                )
+            by_step = part[part["learner_size"] == size].groupby("eval_step")
+            curve = by_step[["flops", "error"]].mean()
+            if not len(curve):
+                continue
+            c = cmap(0.85 * j / max(1, len(sizes) - 1))
+            ax.plot(curve["flops"], curve["error"], "-", color=c, lw=1.4, label=str(size))
+            low, high = by_step["error"].min(), by_step["error"].max()
+            ax.fill_between(curve["flops"], low, high, color=c, alpha=0.2, lw=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(policy)
         ax.set_xlabel("total FLOPs")
-        ax.grid(True, which="both", alpha=0.3)
+        _style(ax)
     axes[0][0].set_ylabel("test error")
-    axes[0][-1].legend(title="learner", fontsize=7)
+    axes[0][-1].legend(title="learner", fontsize=7, frameon=False)
+    fig.suptitle("Learning curves per learner size (mean over seeds; shaded: min–max)", fontsize=10)
     fig.tight_layout()
     return fig

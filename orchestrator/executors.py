@@ -135,7 +135,13 @@ class LocalExecutor:
         import submitit
 
         executor = submitit.LocalExecutor(folder=self.folder / "%j")
-        executor.update_parameters(timeout_min=60 * 24 * 7)
+        # Threads are capped in the child's environment too: numpy/OpenBLAS (data generation)
+        # read it at import, before torch.set_num_threads in the worker can act.
+        threads = int(self.threads)
+        executor.update_parameters(
+            timeout_min=60 * 24 * 7,
+            setup=[f"export OMP_NUM_THREADS={threads}", f"export OPENBLAS_NUM_THREADS={threads}"],
+        )
         pending = list(jobs)
         running: list[submitit.Job[str]] = []
         while pending or running:

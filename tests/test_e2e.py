@@ -39,7 +39,9 @@ def test_tiny_sweep_end_to_end(tiny_sweep: Path, capsys: pytest.CaptureFixture[s
     report = sweep.workdir / "report" / "report.html"
     assert str(report) in out.replace("\n", "")
     page = report.read_text()
-    assert page.count("data:image/png;base64,") == 2
+    pngs = sorted(p.name for p in report.parent.glob("*.png"))
+    assert {"scaling.png", "learning_curves.png"} <= set(pngs)
+    assert page.count("data:image/png;base64,") == len(pngs)
     assert "learnability" in page and "iid" in page
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert "report/report.html" in artifacts
