@@ -19,21 +19,13 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.errors import ActivescaleError
+from trainers.flops import COUNTERS
 
 TAG_SWEEP = "activescale.sweep"
 TAG_ROLE = "activescale.role"
 TAG_RUN_ID = "activescale.run_id"
 METRICS = ("flops", "accuracy", "error", "loss", "selected_corrupted", "step")
-LEDGER = (
-    "learner_train",
-    "learner_forward",
-    "scorer_forward",
-    "scorer_train",
-    "reference_forward",
-    "reference_train",
-    "reference_pretrain",
-    "scoring",
-)
+LEDGER = (*COUNTERS, "scoring")  # every counter of the FLOP ledger, as logged by the trainer
 
 
 class LoadError(ActivescaleError):
