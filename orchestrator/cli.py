@@ -8,6 +8,7 @@
     activescale retry SWEEP.yaml           resubmit failed, timed-out and cancelled runs
     activescale cancel SWEEP               scancel the sweep's in-flight jobs
     activescale report SWEEP [SWEEP ...]   fits, comparisons, report.html
+    activescale tune SWEEP.yaml            Optuna studies of the sweep's tune: section
 
 Every user error is an ``ActivescaleError``: one message, exit code 2, nothing half-done.
 """
@@ -207,7 +208,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
         part = plan(configs, rate)  # type: ignore[arg-type]
         table.add_row(size, str(part.runs), f"{part.total_flops:.3g}", f"{part.gpu_hours:.3g}")
     console.print(table)
+    if any(run.tuned for run in sweep.runs):
+        from orchestrator.tune import tuned_table
+
+        console.print(tuned_table(sweep))
     _print_plan(sweep, rate)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from orchestrator.spec import load_sweep
+    from orchestrator.tune import run_tuning
+
+    overrides = list(args.override)
+    if args.executor:
+        overrides.append(f"executor.kind={args.executor}")
+    if args.workers:
+        overrides.append(f"tune.workers={args.workers}")
+    sweep = load_sweep(args.sweep, overrides, apply_tuning=False)
+    run_tuning(sweep, console)
     return 0
 
 
@@ -413,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--interval", type=float, default=10.0, help="Seconds between refreshes.")
     p.set_defaults(func=cmd_status)
+
+    p = add("tune", "Run the sweep's Optuna studies (tune: section) with parallel workers.")
+    p.add_argument("sweep", help="Sweep YAML file.")
+    p.add_argument("--workers", type=int, help="Override tune.workers.")
+    p.add_argument(
+        "--executor", choices=["local", "slurm"], help="Workers here, or as a SLURM job array."
+    )
+    p.set_defaults(func=cmd_tune)
 
     p = add("report", "Fit scaling curves and write the HTML/Markdown report.")
     p.add_argument("sweeps", nargs="+", help="Sweep YAML files or sweep names.")

@@ -1,8 +1,9 @@
 """Sweep specifications: YAML -> validated run configs.
 
 A sweep YAML holds the sweep's own settings (``name``, ``workdir``, ``store``, ``tracking``,
-``executor``, ``max_attempts``), the base run config at the top level (``dataset``, ``learner``,
-``scorer``, ``reference``, ``selection``, ``optimizer``, ``budget``, ``eval``, ``seed``, ...),
+``executor``, ``max_attempts``, ``tune``, ``from_tuning``: see ``orchestrator/tune.py``), the
+base run config at the top level (``dataset``, ``learner``, ``scorer``, ``reference``,
+``selection``, ``optimizer``, ``budget``, ``eval``, ``seed``, ...),
 and a ``grid`` of dotted run-config keys to lists, expanded as a cartesian product::
 
     name: demo
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from orchestrator.errors import SweepSpecError
 from orchestrator.executors import ExecutorConfig
 from orchestrator.plan import PlanConfig
+from orchestrator.tune import DISTRIBUTION_TAGS, TuneConfig, apply_best_params, check_tuning
 from trainers.config import OMITTED_WHEN_NONE, RunConfig
 from trainers.loop import preflight
 from trainers.tracking import TrackingConfig
@@ -64,6 +66,12 @@ class SweepSettings(BaseModel):
         3, ge=1, description="Attempts (job starts) per run before `retry` gives up on it."
     )
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Cost estimate (`plan`).")
+    tune: TuneConfig | None = Field(
+        None, description="Optuna studies run by `activescale tune` (see orchestrator/tune.py)."
+    )
+    from_tuning: bool = Field(
+        False, description="Runs take their study's best tuned values (run `tune` first)."
+    )
 
 
 SWEEP_KEYS = set(SweepSettings.model_fields) | {"grid"}
@@ -77,6 +85,7 @@ class PlannedRun:
     config: RunConfig
     label: dict[str, Any]
     config_json: str = ""  # canonical JSON of the config (what the run id hashes)
+    tuned: dict[str, Any] = field(default_factory=dict)  # from_tuning: the study's best values
 
     def config_text(self) -> str:
         return self.config_json or canonical_json(self.config.model_dump(mode="json"))
@@ -172,9 +181,8 @@ def _explain(
 ) -> tuple[tuple[str, ...], str, str]:
     """(key path, problem, fix) for one pydantic error."""
     loc = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
-    loc = tuple(
-        p for p in loc if p not in {"MLPSize", "DataConfig", "ModelConfig", "ReferenceConfig"}
-    )
+    hidden = {"MLPSize", "DataConfig", "ModelConfig", "ReferenceConfig", *DISTRIBUTION_TAGS}
+    loc = tuple(p for p in loc if p not in hidden)
     path = prefix + loc
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
@@ -222,16 +230,26 @@ def _get_dotted(data: dict[str, Any], key: str) -> Any:
     return data
 
 
-def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
-    """Read, override, validate and expand a sweep. Raises SweepSpecError with file:line."""
+def load_sweep(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), apply_tuning: bool = True
+) -> Sweep:
+    """Read, override, validate and expand a sweep. Raises SweepSpecError with file:line.
+
+    With ``from_tuning: true`` the runs take their study's best values, unless
+    ``apply_tuning`` is false (`activescale tune` itself)."""
     path = Path(path)
     if not path.is_file():
         raise SweepSpecError(f"sweep file {str(path)!r} does not exist; pass a path to a YAML file")
     text = path.read_text()
-    return parse_sweep(text, str(path), overrides)
+    return parse_sweep(text, str(path), overrides, apply_tuning)
 
 
-def parse_sweep(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+def parse_sweep(
+    text: str,
+    source: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    apply_tuning: bool = True,
+) -> Sweep:
     lines = Lines(source, text)
     try:
         raw = yaml.safe_load(text)
@@ -293,7 +311,10 @@ def parse_sweep(text: str, source: str, overrides: list[str] | tuple[str, ...] =
                 "only run-config keys can be gridded",
                 "Move sweep settings out of the grid.",
             )
+    check_tuning(sweep, lines)
     sweep.runs = list(_expand(sweep, lines))
+    if settings.from_tuning and apply_tuning:
+        sweep.runs = apply_best_params(sweep)
     preflight(r.config for r in sweep.runs)  # data files readable, models fit the data
     return sweep
 
