@@ -1,10 +1,11 @@
 """MLflow logging overhead on a ~30-second run (target: <= 2% of the run's wall time).
 
-Runs the same config with the no-op logger (baseline) and with ``MLflowLogger`` writing to a
+Runs the same config with the no-op logger (baseline) and with the logger jobs use
+(``orchestrator.worker.FlushingMLflowLogger``: one ``log_batch`` per evaluation) writing to a
 real SQLite MLflow store, interleaved, and also times the logger's own calls directly (the
 overhead with no run-to-run noise in it).
 
-    python benchmarks/bench_logging.py [--steps 6000] [--evals 30] [--reps 2]
+    python benchmarks/bench_logging.py [--steps 30000] [--evals 30] [--reps 2]
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 
 import torch
 
+from orchestrator.worker import FlushingMLflowLogger
 from trainers.config import RunConfig
 from trainers.loop import RunContext, train
-from trainers.tracking import MetricLogger, MLflowLogger
+from trainers.tracking import MetricLogger
 
 
 class TimedLogger(MetricLogger):
@@ -47,7 +49,7 @@ class TimedLogger(MetricLogger):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=30000)
     parser.add_argument("--evals", type=int, default=30)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -79,7 +81,7 @@ def main() -> None:
 
             start = time.perf_counter()
             run_id = client.create_run(experiment).info.run_id
-            timed = TimedLogger(MLflowLogger(uri, run_id))
+            timed = TimedLogger(FlushingMLflowLogger(uri, run_id))
             train(cfg, RunContext(workdir=Path(tmp)), timed)
             client.set_terminated(run_id)
             logged.append(time.perf_counter() - start)
