@@ -611,3 +611,18 @@ def test_imagefolder_loads_normalised_images(tmp_path: Path) -> None:
     assert len(splits.train_y) == 26 and len(splits.clean_y) == 4 and len(splits.test_y) == 6
     all_train = torch.cat([splits.train_x, splits.clean_x])
     assert torch.allclose(all_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+
+
+def test_signal_noise_makes_a_related_task_and_keeps_standard_ids() -> None:
+    """signal_noise scales the generator's noise; at its default the config dumps as before
+    (so run ids of standard runs do not change), otherwise it is part of the dump."""
+    standard, noisier = DataConfig(), DataConfig(signal_noise=4.0)
+    assert "signal_noise" not in standard.model_dump(mode="json")
+    assert noisier.model_dump(mode="json")["signal_noise"] == 4.0
+    a = generate_mnist1d(2000, np.random.default_rng(0))
+    b = generate_mnist1d(2000, np.random.default_rng(0), noise=4.0)
+    assert np.array_equal(a[1], b[1])  # same labels from the same draws
+    # Same draws, more noise: the signals differ and spread further from their class means.
+    assert not np.allclose(a[0], b[0])
+    assert b[0].std() > a[0].std()
+    assert np.array_equal(a[0], generate_mnist1d(2000, np.random.default_rng(0), noise=1.0)[0])

@@ -162,6 +162,7 @@ def _render_mnist1d(
     corr_noise: np.ndarray,
     iid_noise: np.ndarray,
     shear: np.ndarray,
+    noise: float = 1.0,
 ) -> np.ndarray:
     """Raw MNIST-1D signals (n, 40) float32 from the random draws of `transform`, batched.
 
@@ -178,9 +179,9 @@ def _render_mnist1d(
     # Same filter as its gaussian_filter(noise, 2) on a 1-D signal (mode "reflect", truncate 4).
     # scipy's filter rather than a matrix product: BLAS threads slow this down on busy CPUs.
     corr = gaussian_filter1d(corr_noise, _CORR_NOISE_SIGMA, axis=-1, mode="reflect")
-    corr *= np.float32(_CORR_NOISE_SCALE)
+    corr *= np.float32(_CORR_NOISE_SCALE * noise)
     x = np.where(x != 0, x, corr)
-    x += np.float32(_IID_NOISE_SCALE) * iid_noise
+    x += np.float32(_IID_NOISE_SCALE * noise) * iid_noise
     frac = ops.subsample_frac
     out = x[:, ops.subsample_left] * (1 - frac) + x[:, ops.subsample_left + 1] * frac
     # shear and interpolation are both linear, so shearing after subsampling is the same.
@@ -189,7 +190,10 @@ def _render_mnist1d(
 
 
 def _generate_raw(
-    n: int, rng: np.random.Generator, label_balance: Literal["uniform", "balanced"]
+    n: int,
+    rng: np.random.Generator,
+    label_balance: Literal["uniform", "balanced"],
+    noise: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     if n < 0:
         raise ValueError(f"n={n} is not allowed: the number of examples must be >= 0")
@@ -217,6 +221,7 @@ def _generate_raw(
             normals[:, :_DILATED_LEN],
             normals[:, _DILATED_LEN:],
             shear[s],
+            noise,
         )
     return out, labels.astype(np.int64)
 
@@ -226,6 +231,7 @@ def generate_mnist1d(
     rng: np.random.Generator,
     *,
     label_balance: Literal["uniform", "balanced"] = "uniform",
+    noise: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw `n` MNIST-1D examples: inputs (n, 40) float32 and labels (n,) int64.
 
@@ -239,8 +245,9 @@ def generate_mnist1d(
     label_balance: "uniform" draws each label independently and uniformly (use for pools
     built from independent blocks and for streams); "balanced" gives every class
     ``n // 10`` or ``n // 10 + 1`` examples in random order, like make_dataset.
+    noise multiplies the correlated and iid noise scales (1: the standard task).
     """
-    raw, labels = _generate_raw(n, rng, label_balance)
+    raw, labels = _generate_raw(n, rng, label_balance, noise)
     raw -= np.float32(_RAW_MEAN)
     raw *= np.float32(1.0 / _RAW_STD)
     return raw, labels
@@ -429,6 +436,14 @@ class DataConfig(BaseModel):
         default=None,
         description="Caption wording and noise (mnist1d_pairs only; null there: the defaults).",
     )
+    signal_noise: float = Field(
+        default=1.0,
+        ge=0.0,
+        description=(
+            "Multiplier of MNIST-1D's correlated and iid signal noise (1: the standard task); "
+            "another value makes a related task, e.g. to pretrain a transferred reference."
+        ),
+    )
 
     @field_validator("train_size", "test_size", "clean_size")
     @classmethod
@@ -459,6 +474,8 @@ class DataConfig(BaseModel):
         data: dict[str, Any] = handler(self)
         if self.captions is None:
             data.pop("captions", None)
+        if self.signal_noise == 1.0:  # likewise for the standard signal noise
+            data.pop("signal_noise", None)
         return data
 
     @model_validator(mode="after")
@@ -548,7 +565,10 @@ def _mnist1d_prototypes(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray] | None
     if cfg.duplicate_easy == 0:
         return None
     x, y = generate_mnist1d(
-        _PROTOTYPE_SAMPLE, _rng(_PROTOTYPES, cfg.seed), label_balance="balanced"
+        _PROTOTYPE_SAMPLE,
+        _rng(_PROTOTYPES, cfg.seed),
+        label_balance="balanced",
+        noise=cfg.signal_noise,
     )
     return easy_prototypes(x, y)
 
@@ -559,16 +579,16 @@ def _mnist1d_block(
     n: int,
     prototypes: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x, y = generate_mnist1d(n, rng)
+    x, y = generate_mnist1d(n, rng, noise=cfg.signal_noise)
     return corrupt(x, y, cfg, rng, MNIST1D_NUM_CLASSES, prototypes)
 
 
 def _mnist1d_splits(cfg: DataConfig) -> Splits:
     test_x, test_y = generate_mnist1d(
-        cfg.test_size, _rng(_TEST, cfg.seed), label_balance="balanced"
+        cfg.test_size, _rng(_TEST, cfg.seed), label_balance="balanced", noise=cfg.signal_noise
     )
     clean_x, clean_y = generate_mnist1d(
-        cfg.clean_size, _rng(_CLEAN, cfg.seed), label_balance="balanced"
+        cfg.clean_size, _rng(_CLEAN, cfg.seed), label_balance="balanced", noise=cfg.signal_noise
     )
     if cfg.regime == "stream":
         train_x = np.empty((0, MNIST1D_LENGTH), dtype=np.float32)

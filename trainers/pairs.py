@@ -76,7 +76,7 @@ def _clean_pairs(
     cfg: DataConfig, purpose: int, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = _rng(purpose, cfg.seed)
-    x, labels = generate_mnist1d(n, rng, label_balance="balanced")
+    x, labels = generate_mnist1d(n, rng, label_balance="balanced", noise=cfg.signal_noise)
     captions, _, _ = sample_captions(labels, captions_of(cfg), rng, MNIST1D_NUM_CLASSES, clean=True)
     return x, captions, labels
 
