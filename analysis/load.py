@@ -37,6 +37,31 @@ class SweepData:
     frame: pd.DataFrame
     parent_run_ids: dict[str, str]
     skipped: list[str] = field(default_factory=list)
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # config id -> tuned values
+
+
+TUNED_ARTIFACT = "tuning/tuned.json"  # written on the parent run by a from_tuning sweep
+
+
+def load_tuned(sweeps: list[tuple[str, str]], parents: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Tuned values per config id (``from_tuning`` sweeps), from the parent runs' artifact."""
+    import json
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    tuned: dict[str, dict[str, Any]] = {}
+    for name, uri in sweeps:
+        if name not in parents:
+            continue
+        client = MlflowClient(tracking_uri=uri)
+        names = {a.path for a in client.list_artifacts(parents[name], "tuning")}
+        if TUNED_ARTIFACT in names:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = client.download_artifacts(parents[name], TUNED_ARTIFACT, tmp)
+                with open(path) as f:
+                    tuned |= json.load(f)
+    return tuned
 
 
 def load_runs(sweeps: list[tuple[str, str]]) -> SweepData:

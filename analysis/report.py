@@ -16,6 +16,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ from analysis.fit import (
     holdout_extrapolation,
     select_family,
 )
-from analysis.load import SweepData, load_runs
+from analysis.load import SweepData, load_runs, load_tuned
 from analysis.multiplier import (
     MultiplierRow,
     SizeSavings,
@@ -210,7 +211,8 @@ def write_report(
 
     title = ", ".join(name for name, _ in sweeps)
     summary = _summary(frame, usable, rows, boot)
-    sections = _sections(analyses, rows, by_size, recommendations, boot, _ledger(usable))
+    tuned = _tuned_rows(usable, load_tuned(sweeps, data.parent_run_ids))
+    sections = _sections(analyses, rows, by_size, recommendations, boot, _ledger(usable), tuned)
     figure_html = {
         name: f"<h2>{html.escape(heading)}</h2>"
         f'<figure><img alt="{html.escape(heading)}" src="data:image/png;base64,{images[name]}">'
@@ -434,8 +436,9 @@ def _sections(
     recommendations: list[str],
     boot: SeedBootstrap,
     ledger: pd.DataFrame,
+    tuned: list[list[str]],
 ) -> list[tuple[str, str]]:
-    """(HTML, Markdown) pairs: frontiers, fits, multipliers, savings by size, ledger."""
+    """(HTML, Markdown) pairs: frontiers, fits, multipliers, savings by size, ledger, tuning."""
     ci = f"{CONFIDENCE:.0%} CI" if boot.resampled else "no CI (one seed)"
     frontier_rows = [
         [
@@ -536,6 +539,17 @@ def _sections(
             [],
         ),
     ]
+    if tuned:
+        tables.append(
+            (
+                "Tuned hyperparameters",
+                ["policy", "learner", "scorer", "tuned values (from_tuning)"],
+                tuned,
+                "Each run took its Optuna study's best values (activescale tune), so every "
+                "size and policy is compared at its own tuned settings.",
+                [],
+            )
+        )
     out = []
     for title, header, body, caption, notes in tables:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -554,6 +568,24 @@ def _sections(
         md += "".join(f"\n\n{n}" for n in notes)
         out.append((html_block, md))
     return out
+
+
+def _tuned_rows(frame: pd.DataFrame, tuned: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """One row per (policy, learner, scorer) with the tuned values its runs took."""
+    if not tuned or frame.empty:
+        return []
+    cells = frame.drop_duplicates("config_id")[
+        ["config_id", "policy", "learner_size", "scorer_size"]
+    ]
+    rows = {
+        (str(c.policy), str(c.learner_size), str(c.scorer_size or "–")): ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(tuned[c.config_id].items())
+        )
+        for c in cells.itertuples()
+        if c.config_id in tuned
+    }
+    return [[*key, values] for key, values in sorted(rows.items())]
 
 
 def _skipped_html(skipped: list[str]) -> str:

@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+from analysis.load import TUNED_ARTIFACT
 from orchestrator.errors import StoreError, SubmissionError
 from orchestrator.spec import Sweep
 from orchestrator.store import COMPLETED, IN_FLIGHT, PENDING, RETRYABLE, RunRow, RunStore
@@ -76,6 +77,11 @@ def register(sweep: Sweep, store: RunStore, with_mlflow: bool = True) -> Registr
     )
     counts = store.counts(sweep.name)
     experiment_id, parent = ensure_mlflow_parent(sweep, store) if with_mlflow else ("", "")
+    tuned = {r.run_id: r.tuned for r in sweep.runs if r.tuned}
+    if with_mlflow and tuned:  # from_tuning: the report shows which values each run took
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=sweep.tracking_uri).log_dict(parent, tuned, TUNED_ARTIFACT)
     return Registration(
         total=sum(counts.values()),
         new=new,

@@ -154,6 +154,11 @@ def test_two_local_workers_finish_a_study_and_feed_the_sweep(
     assert {r.run_id for r in tuned.runs}.isdisjoint({r.run_id for r in plain.runs})
     assert main(["plan", str(path), "-o", "from_tuning=true"]) == 0
     assert "tuned values" in capsys.readouterr().out
+    if storage == "journal":  # the tuned sweep end to end: its report lists the tuned values
+        assert main(["run", str(path), "-o", "from_tuning=true", "--executor", "inline"]) == 0
+        report = (tmp_path / "work" / "report" / "report.md").read_text()
+        assert "## Tuned hyperparameters" in report
+        assert f"optimizer.lr={best.best_params['optimizer.lr']:.4g}" in report
 
 
 # ---------------------------------------------------------------------------------------------
