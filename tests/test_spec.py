@@ -175,3 +175,13 @@ def test_quickstart_sweep_is_valid() -> None:
     sweep = load_sweep(root / "sweeps" / "quickstart.yaml")
     policies = {r.config.selection.policy for r in sweep.runs}
     assert {"iid", "learnability"} <= policies
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_sweep_is_valid(path: Path) -> None:
+    # from_tuning sweeps need their studies; validate them as written, without the tuning.
+    sweep = load_sweep(path, apply_tuning=False)
+    assert sweep.runs and all(r.run_id == r.config.run_id() for r in sweep.runs)
