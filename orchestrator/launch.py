@@ -60,7 +60,8 @@ def ensure_mlflow_parent(sweep: Sweep, store: RunStore) -> tuple[str, str]:
     return experiment_id, parent.info.run_id
 
 
-def register(sweep: Sweep, store: RunStore, with_mlflow: bool = True) -> Registration:
+def record_sweep(sweep: Sweep, store: RunStore) -> None:
+    """The sweep's row: its YAML and where its files and MLflow data live (for `status NAME`)."""
     store.upsert_sweep(
         sweep.name,
         {
@@ -71,6 +72,10 @@ def register(sweep: Sweep, store: RunStore, with_mlflow: bool = True) -> Registr
             "experiment": sweep.experiment,
         },
     )
+
+
+def register(sweep: Sweep, store: RunStore, with_mlflow: bool = True) -> Registration:
+    record_sweep(sweep, store)
     new = store.register(
         sweep.name,
         ((r.run_id, r.config_text(), r.label) for r in sweep.runs),

@@ -640,21 +640,12 @@ def requeue_orphans(study: optuna.Study, tune: TuneConfig) -> list[int]:
 
 
 def make_tune_jobs(sweep: Sweep, workers: int, threads: int | None) -> list[TuneJob]:
-    from orchestrator.launch import ensure_mlflow_parent
+    from orchestrator.launch import ensure_mlflow_parent, record_sweep
     from orchestrator.store import RunStore
 
     studies, location, tune = prepare(sweep)
     store = RunStore(sweep.store_url)
-    store.upsert_sweep(
-        sweep.name,
-        {
-            "source": sweep.source,
-            "sweep": sweep.raw,
-            "workdir": str(sweep.workdir),
-            "tracking_uri": sweep.tracking_uri,
-            "experiment": sweep.experiment,
-        },
-    )
+    record_sweep(sweep, store)
     experiment_id, parent = ensure_mlflow_parent(sweep, store)
     return [
         TuneJob(
