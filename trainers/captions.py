@@ -219,6 +219,13 @@ def caption_tables(name: str, length: int, num_classes: int = 10) -> CaptionTabl
     )
 
 
+def check_fraction(value: float, name: str | None) -> float:
+    """Validator body shared by every noise rate: a fraction in [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}={value!r} is not allowed: must be a fraction in [0, 1)")
+    return value
+
+
 class CaptionConfig(BaseModel):
     """How captions are worded and how noisy the training pairs are (mnist1d_pairs only)."""
 
@@ -249,11 +256,7 @@ class CaptionConfig(BaseModel):
     @field_validator("mismatch", "uninformative")
     @classmethod
     def _fraction(cls, value: float, info: Any) -> float:
-        if not 0.0 <= value < 1.0:
-            raise ValueError(
-                f"{info.field_name}={value!r} is not allowed: must be a fraction in [0, 1)"
-            )
-        return value
+        return check_fraction(value, info.field_name)
 
     @model_validator(mode="after")
     def _disjoint(self) -> CaptionConfig:

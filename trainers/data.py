@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -41,7 +42,7 @@ from pydantic import (
 from scipy.ndimage import gaussian_filter1d
 
 from orchestrator.errors import ConfigError, DataError
-from trainers.captions import CaptionConfig
+from trainers.captions import CaptionConfig, check_fraction
 
 __all__ = [
     "MNIST1D_LENGTH",
@@ -455,11 +456,7 @@ class DataConfig(BaseModel):
     @field_validator("label_noise", "noise_inputs", "duplicate_easy")
     @classmethod
     def _fraction(cls, value: float, info: Any) -> float:
-        if not 0.0 <= value < 1.0:
-            raise ValueError(
-                f"{info.field_name}={value!r} is not allowed: must be a fraction in [0, 1)"
-            )
-        return value
+        return check_fraction(value, info.field_name)
 
     @field_validator("seed")
     @classmethod
@@ -583,6 +580,36 @@ def _mnist1d_block(
     return corrupt(x, y, cfg, rng, MNIST1D_NUM_CLASSES, prototypes)
 
 
+Block = Callable[
+    [DataConfig, np.random.Generator, int, tuple[np.ndarray, np.ndarray] | None],
+    tuple[np.ndarray, np.ndarray, np.ndarray],
+]
+
+
+def train_pool(
+    cfg: DataConfig, block: Block, label_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed training pool (inputs, targets, corrupted mask); empty for a stream.
+
+    Built from independently seeded blocks of ``_POOL_BLOCK`` examples, so a smaller
+    ``train_size`` gives a prefix of a larger one."""
+    if cfg.regime == "stream":
+        return (
+            np.empty((0, MNIST1D_LENGTH), dtype=np.float32),
+            np.empty((0, *label_shape), dtype=np.int64),
+            np.empty(0, dtype=bool),
+        )
+    prototypes = _mnist1d_prototypes(cfg)
+    blocks = [
+        block(cfg, _rng(_TRAIN, cfg.seed, 0, b), _POOL_BLOCK, prototypes)
+        for b in range(math.ceil(cfg.train_size / _POOL_BLOCK))
+    ]
+    x, y, corrupted = (
+        np.concatenate(parts)[: cfg.train_size] for parts in zip(*blocks, strict=True)
+    )
+    return x, y, corrupted
+
+
 def _mnist1d_splits(cfg: DataConfig) -> Splits:
     test_x, test_y = generate_mnist1d(
         cfg.test_size, _rng(_TEST, cfg.seed), label_balance="balanced", noise=cfg.signal_noise
@@ -590,19 +617,7 @@ def _mnist1d_splits(cfg: DataConfig) -> Splits:
     clean_x, clean_y = generate_mnist1d(
         cfg.clean_size, _rng(_CLEAN, cfg.seed), label_balance="balanced", noise=cfg.signal_noise
     )
-    if cfg.regime == "stream":
-        train_x = np.empty((0, MNIST1D_LENGTH), dtype=np.float32)
-        train_y = np.empty(0, dtype=np.int64)
-        train_corrupted = np.empty(0, dtype=bool)
-    else:
-        prototypes = _mnist1d_prototypes(cfg)
-        blocks = [
-            _mnist1d_block(cfg, _rng(_TRAIN, cfg.seed, 0, b), _POOL_BLOCK, prototypes)
-            for b in range(math.ceil(cfg.train_size / _POOL_BLOCK))
-        ]
-        train_x, train_y, train_corrupted = (
-            np.concatenate(parts)[: cfg.train_size] for parts in zip(*blocks, strict=True)
-        )
+    train_x, train_y, train_corrupted = train_pool(cfg, _mnist1d_block, label_shape=())
     return _to_splits(
         (train_x, train_y, train_corrupted, test_x, test_y, clean_x, clean_y),
         num_classes=MNIST1D_NUM_CLASSES,

@@ -19,7 +19,6 @@ dataset with the same seed and sizes; captions are drawn after them from the sam
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,18 +27,16 @@ import torch
 from trainers.captions import CaptionConfig, caption_tables, sample_captions
 from trainers.data import (
     _CLEAN,
-    _POOL_BLOCK,
     _STREAM,
     _TEST,
-    _TRAIN,
     MNIST1D_NUM_CLASSES,
     DataConfig,
     Splits,
     StreamSource,
     _mnist1d_block,
-    _mnist1d_prototypes,
     _rng,
     generate_mnist1d,
+    train_pool,
 )
 
 __all__ = ["PairStreamSource", "PairedSplits", "load_pairs"]
@@ -86,19 +83,7 @@ def load_pairs(cfg: DataConfig) -> PairedSplits:
     caption_cfg = captions_of(cfg)
     test_x, test_y, test_labels = _clean_pairs(cfg, _TEST, cfg.test_size)
     clean_x, clean_y, _ = _clean_pairs(cfg, _CLEAN, cfg.clean_size)
-    if cfg.regime == "stream":
-        train_x = np.empty((0, test_x.shape[1]), dtype=np.float32)
-        train_y = np.empty((0, caption_cfg.length), dtype=np.int64)
-        train_corrupted = np.empty(0, dtype=bool)
-    else:
-        prototypes = _mnist1d_prototypes(cfg)
-        blocks = [
-            _pair_block(cfg, _rng(_TRAIN, cfg.seed, 0, b), _POOL_BLOCK, prototypes)
-            for b in range(math.ceil(cfg.train_size / _POOL_BLOCK))
-        ]
-        train_x, train_y, train_corrupted = (
-            np.concatenate(parts)[: cfg.train_size] for parts in zip(*blocks, strict=True)
-        )
+    train_x, train_y, train_corrupted = train_pool(cfg, _pair_block, (caption_cfg.length,))
     tables = caption_tables(caption_cfg.vocabulary, caption_cfg.length, MNIST1D_NUM_CLASSES)
     return PairedSplits(
         train_x=_tensor(train_x),
