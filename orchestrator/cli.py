@@ -109,11 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.launch import make_jobs, register, runs_to_execute
     from orchestrator.spec import load_sweep
 
-    overrides = list(args.override)
-    if args.executor:
-        overrides.append(f"executor.kind={args.executor}")
-    if args.max_parallel:
-        overrides.append(f"executor.max_parallel={args.max_parallel}")
+    overrides = _overrides(args, executor="executor.kind", max_parallel="executor.max_parallel")
     sweep = load_sweep(args.sweep, overrides)
     store = RunStore(args.store or sweep.store_url)
     started = time.perf_counter()
@@ -176,13 +172,20 @@ def _counts_line(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no runs"
 
 
+def _overrides(args: argparse.Namespace, **flags: str) -> list[str]:
+    """The -o overrides, plus CLI flags that are shorthands for sweep keys (flag=dotted key)."""
+    overrides = list(args.override)
+    for flag, key in flags.items():
+        value = getattr(args, flag, None)
+        if value:
+            overrides.append(f"{key}={value}")
+    return overrides
+
+
 def _load_for_slurm(args: argparse.Namespace) -> Sweep:
     from orchestrator.spec import load_sweep
 
-    overrides = list(args.override)
-    if getattr(args, "executor", None):
-        overrides.append(f"executor.kind={args.executor}")
-    return load_sweep(args.sweep, overrides)
+    return load_sweep(args.sweep, _overrides(args, executor="executor.kind"))
 
 
 def _print_plan(sweep: Sweep, flops_per_second: float | None) -> None:
@@ -220,11 +223,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from orchestrator.spec import load_sweep
     from orchestrator.tune import run_tuning
 
-    overrides = list(args.override)
-    if args.executor:
-        overrides.append(f"executor.kind={args.executor}")
-    if args.workers:
-        overrides.append(f"tune.workers={args.workers}")
+    overrides = _overrides(args, executor="executor.kind", workers="tune.workers")
     sweep = load_sweep(args.sweep, overrides, apply_tuning=False)
     run_tuning(sweep, console)
     return 0
