@@ -1,7 +1,7 @@
 """MLflow logging overhead on a ~30-second run (target: <= 2% of the run's wall time).
 
 Runs the same config with the no-op logger (baseline) and with the logger jobs use
-(``orchestrator.worker.FlushingMLflowLogger``: one ``log_batch`` per evaluation) writing to a
+(``trainers.tracking.FlushingMLflowLogger``: one ``log_batch`` per evaluation) writing to a
 real SQLite MLflow store, interleaved, and also times the logger's own calls directly (the
 overhead with no run-to-run noise in it).
 
@@ -19,10 +19,9 @@ from typing import Any
 
 import torch
 
-from orchestrator.worker import FlushingMLflowLogger
 from trainers.config import RunConfig
 from trainers.loop import RunContext, train
-from trainers.tracking import MetricLogger
+from trainers.tracking import FlushingMLflowLogger, MetricLogger
 
 
 class TimedLogger(MetricLogger):

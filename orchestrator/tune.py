@@ -543,9 +543,10 @@ def _objective(spec: StudySpec, job: TuneJob, tune: TuneConfig) -> Callable[[Any
     def objective(trial: optuna.Trial) -> float:
         from mlflow.tracking import MlflowClient
 
-        from orchestrator.worker import TAG_PARENT, FlushingMLflowLogger
+        from orchestrator.worker import TAG_PARENT
         from trainers.config import RunConfig
         from trainers.loop import RunContext, train
+        from trainers.tracking import FlushingMLflowLogger
 
         params = {key: suggest(trial, key, dist) for key, dist in tune.space.items()}
         config = RunConfig.model_validate(with_params(spec.config, params))

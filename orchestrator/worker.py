@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.store import COMPLETED, FAILED, RunStore
-from trainers.tracking import MLflowLogger
+from trainers.tracking import FlushingMLflowLogger
 
 TAG_SWEEP = "activescale.sweep"
 TAG_RUN_ID = "activescale.run_id"
@@ -150,12 +150,3 @@ def execute_run(job: RunJob, job_id: str | None = None) -> str:
     store.mark_finished(job.sweep, job.run_id, COMPLETED, metrics=metrics)
     client.set_terminated(mlflow_run_id, status="FINISHED")
     return COMPLETED
-
-
-class FlushingMLflowLogger(MLflowLogger):
-    """Sends each evaluation at once: the trainer checkpoints right after logging, so a run
-    killed later and resumed from that checkpoint has lost none of its metric history."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        super().log_metrics(metrics, step)
-        self.flush()

@@ -89,3 +89,12 @@ class MLflowLogger(MetricLogger):
             batch = self._pending[: self.MAX_METRICS_PER_BATCH]
             self.client.log_batch(self.run_id, metrics=batch)
             self._pending = self._pending[self.MAX_METRICS_PER_BATCH :]
+
+
+class FlushingMLflowLogger(MLflowLogger):
+    """Sends each evaluation at once: the trainer checkpoints right after logging, so a run
+    killed later and resumed from that checkpoint has lost none of its metric history."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        super().log_metrics(metrics, step)
+        self.flush()
