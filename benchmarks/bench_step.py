@@ -5,6 +5,7 @@
 2. A prioritized (learnability) step vs the sum of its parts timed separately: learner step on
    B + scorer forward on B/rho + reference forward on B/rho + scorer step on B (target:
    <= 1.10x).
+3. A learner step with fused AdamW (the default) vs AdamW's per-tensor loop.
 
     python benchmarks/bench_step.py [--threads 2] [--steps 300]
 
@@ -155,6 +156,33 @@ def prioritized_vs_parts(
     return statistics.median(ours_t), sum(medians.values()), medians
 
 
+def fused_vs_loop(learner: str, batch: int, steps: int, reps: int) -> tuple[float, float]:
+    """Seconds per learner step with fused AdamW and with AdamW's per-tensor Python loop."""
+    cfg = bench_config(learner, batch, "iid", 1.0)
+    splits = load_splits(cfg.dataset)
+    x, y = splits.train_x[:batch], splits.train_y[:batch]
+
+    def stepper(fused: bool) -> Callable[[], None]:
+        model = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
+        optimizer, scheduler = build_optimizer(model, cfg.optimizer, steps * reps, fused=fused)
+
+        def step() -> None:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+
+        return step
+
+    fused, loop = stepper(True), stepper(False)
+    fused_t, loop_t = [], []
+    for _ in range(reps):
+        fused_t.append(timed(fused, steps))
+        loop_t.append(timed(loop, steps))
+    return statistics.median(fused_t), statistics.median(loop_t)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -180,6 +208,11 @@ def main() -> None:
         print(
             f"{learner:>8} {batch:>5} {keep:>5} {ours * 1e3:9.3f} {total * 1e3:9.3f} {ours / total:7.3f}   {detail}"
         )
+    print("\nLearner step: fused AdamW (default) vs AdamW's per-tensor loop")
+    print(f"{'learner':>8} {'B':>5} {'fused ms':>9} {'loop ms':>9} {'speed-up':>9}")
+    for learner, batch in [("s", 64), ("l", 64), ("xl", 256), ("xxl", 512)]:
+        fused, loop = fused_vs_loop(learner, batch, args.steps, args.reps)
+        print(f"{learner:>8} {batch:>5} {fused * 1e3:9.3f} {loop * 1e3:9.3f} {loop / fused:9.2f}")
 
 
 if __name__ == "__main__":
