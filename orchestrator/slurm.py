@@ -21,10 +21,10 @@ Reconciling (``reconcile``): one ``sacct`` call for every in-flight run of a swe
 whose job ended without the run reporting (out of memory, node failure, time limit,
 cancelled) gets the matching status. ``cancel`` is one ``scancel`` per array.
 
-Jobs are ``submitit.helpers.Checkpointable``: on the time limit or preemption signal submitit
-pickles the job again (``checkpoint``) and requeues it; the new start is a new attempt that
-resumes from the run's last checkpoint (written at every evaluation and every
-``checkpoint_every`` steps).
+Jobs are ``submitit.helpers.Checkpointable``. On the time limit or preemption signal
+(``USR2``, ``signal_delay_s`` before the end) the job first finishes its current step and saves
+a checkpoint (:class:`DeferredRequeue`); then submitit pickles the job again (``checkpoint``)
+and requeues it. The new start is a new attempt that resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -226,12 +227,44 @@ def compress_task_ids(job_ids: Sequence[str]) -> list[str]:
 # The job
 
 
+class DeferredRequeue:
+    """Holds submitit's requeue signal until the trainer is between two steps.
+
+    submitit's handler requeues the job and exits wherever the signal lands, mid-step included.
+    This handler only records the signal; the trainer asks :meth:`requested` after each step,
+    saves a checkpoint, and calls :meth:`hand_over`, which runs submitit's handler. The work
+    done since the last periodic checkpoint is kept.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._submitit_handler: Callable[[int, Any], None] | None = None
+
+    def install(self) -> None:
+        """Take over submitit's preemption signal (``SUBMITIT_PREEMPT_SIGNAL``, default USR2)."""
+        sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            self._submitit_handler = handler
+            signal.signal(sig, self._record)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.signum = signum  # nothing else: a handler may land anywhere, a print included
+
+    def requested(self) -> bool:
+        return self.signum is not None and self._submitit_handler is not None
+
+    def hand_over(self) -> None:
+        assert self._submitit_handler is not None and self.signum is not None
+        self._submitit_handler(self.signum, None)  # submitit: checkpoint(), requeue, sys.exit
+
+
 class SlurmRunJob(submitit.helpers.Checkpointable):
     """The callable each array task runs: one run, requeued by submitit on timeout/preemption.
 
-    ``checkpoint`` (called by submitit in the signal handler) resubmits this same object; the
-    trainer is not told to save at the signal, so the new start resumes from the run's last
-    periodic checkpoint (every evaluation and every ``checkpoint_every`` steps).
+    The preemption signal is deferred to the trainer's next step boundary, where it saves a
+    checkpoint (:class:`DeferredRequeue`); then ``checkpoint`` (called by submitit's handler)
+    resubmits this same object, and the new start resumes from that checkpoint.
     """
 
     def __init__(self, job: RunJob) -> None:
@@ -239,7 +272,9 @@ class SlurmRunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> str:
         env = submitit.JobEnvironment()
-        return execute_run(self.job, job_id=str(env.job_id))
+        deferred = DeferredRequeue()
+        deferred.install()
+        return execute_run(self.job, job_id=str(env.job_id), stop=deferred)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)

@@ -6,8 +6,9 @@ attempt), then completed with its final metrics, or failed with the tail of its 
 
 A job runs its run only if it still owns it (:meth:`RunStore.try_start`): never a run that has
 completed or was cancelled, nor one resubmitted since (a stale job exits without training).
-A SLURM job requeued by submitit (time limit, preemption) closes its attempt as
-``interrupted`` and leaves the run in flight; the next start resumes from the checkpoint.
+A SLURM job told to stop (time limit, preemption) checkpoints at the next step boundary, is
+requeued by submitit, closes its attempt as ``interrupted`` and leaves the run in flight; the
+next start resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.store import COMPLETED, FAILED, RunStore
 from trainers.tracking import FlushingMLflowLogger
@@ -99,13 +100,22 @@ def mlflow_child_run(job: RunJob, store: RunStore) -> str:
     return run_id
 
 
-def execute_run(job: RunJob, job_id: str | None = None) -> str:
+class StopSignal(Protocol):
+    """A request to stop that the trainer honours between steps (see orchestrator/slurm.py)."""
+
+    def requested(self) -> bool: ...
+
+    def hand_over(self) -> None:
+        """Called once the checkpoint is saved: requeue the job and exit (raises SystemExit)."""
+
+
+def execute_run(job: RunJob, job_id: str | None = None, stop: StopSignal | None = None) -> str:
     """Run one config to completion; records the outcome in the store and MLflow."""
     import torch
     from mlflow.tracking import MlflowClient
 
     from trainers.config import RunConfig
-    from trainers.loop import RunContext, train
+    from trainers.loop import Interrupted, RunContext, train
 
     if job.cwd:
         os.chdir(job.cwd)
@@ -130,14 +140,20 @@ def execute_run(job: RunJob, job_id: str | None = None) -> str:
             workdir=workdir,
             checkpoint_path=workdir / "checkpoints" / f"{job.run_id}.pt",
             reference_share=job.reference_share,
+            stop_requested=stop.requested if stop else None,
         )
-        metrics = train(config, ctx, FlushingMLflowLogger(job.tracking_uri, mlflow_run_id))
+        try:
+            metrics = train(config, ctx, FlushingMLflowLogger(job.tracking_uri, mlflow_run_id))
+        except Interrupted:
+            assert stop is not None
+            stop.hand_over()  # submitit requeues the job and exits: SystemExit, just below
+            raise
     except SystemExit:
         if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
             store.mark_finished(job.sweep, job.run_id, FAILED, error_tail=traceback.format_exc())
             raise
-        # submitit exits from its signal handler once the job is requeued (time limit or
-        # preemption): not a failure; the next start resumes from the checkpoint.
+        # submitit exits once the job is requeued (time limit or preemption): not a failure;
+        # the next start resumes from the checkpoint saved at the signal.
         store.mark_interrupted(job.sweep, job.run_id)
         raise
     except BaseException as err:

@@ -11,7 +11,7 @@ import torch
 from orchestrator.errors import ConfigError
 from tests.conftest import tiny_run_config
 from trainers.config import RunConfig
-from trainers.loop import RunContext, train
+from trainers.loop import Interrupted, RunContext, train
 from trainers.tracking import MemoryLogger
 
 
@@ -101,6 +101,27 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path: Path, regime: str, method
     train(first, RunContext(workdir=part_dir, checkpoint_path=ckpt), resumed)
     before = [h for h in logger.history if h[0] <= saved_step]
     assert before + resumed.history == full.history
+
+
+def test_stop_request_checkpoints_that_step_and_resume_loses_nothing(tmp_path: Path) -> None:
+    """A stop asked for mid-run (a job about to be requeued) saves the state of the step reached,
+    not of the last periodic checkpoint, and the resumed run ends where an uninterrupted one does."""
+    overrides = {
+        "selection": {"policy": "learnability", "keep": 0.5},
+        "budget": {"steps": 40},
+        "eval": {"points": 3},
+    }
+    full = run(tmp_path / "full", checkpoint=True, **overrides)
+    cfg = RunConfig.model_validate(tiny_run_config(**overrides))
+    ckpt = tmp_path / "part" / "ckpt.pt"
+    asked = iter(range(100))  # asked once after each step: True after step 23
+    ctx = RunContext(tmp_path / "part", ckpt, stop_requested=lambda: next(asked) == 22)
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg, ctx, MemoryLogger())
+    assert stopped.value.step == 23 == torch.load(ckpt, weights_only=False)["step"]
+    resumed = MemoryLogger()
+    train(cfg, RunContext(tmp_path / "part", ckpt), resumed)
+    assert resumed.history[-1] == full.history[-1]
 
 
 class _Stop(Exception):

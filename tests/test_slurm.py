@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -284,7 +285,7 @@ def test_preempted_run_requeues_and_resumes_to_identical_metrics(
         SLURM_SWEEP.replace("budget: {steps: 30}", "budget: {steps: 1500}")
         .replace("eval: {points: 3, batch_size: 256}", "eval: {points: 4, batch_size: 256}")
         .replace("selection: {policy: learnability, keep: 0.5}", "selection: {policy: iid}")
-        + "checkpoint_every: 25\n"
+        # No periodic checkpoints: only evaluations (4 of 1500 steps) and the one at the signal.
     )
     path = write_sweep(tmp_path, body)
     sweep = load_sweep(path)
@@ -307,6 +308,11 @@ def test_preempted_run_requeues_and_resumes_to_identical_metrics(
     attempts = store.attempts(sweep.name, row.id)
     assert [a.status for a in attempts] == [INTERRUPTED, COMPLETED]
     assert attempts[0].job_id == attempts[1].job_id  # the same job, requeued
+    # The job saved a checkpoint at the step it had reached, and resumed there: no work lost.
+    logs = "".join(p.read_text() for p in (sweep.workdir / "jobs").rglob("*_log.out"))
+    saved = re.findall(r"stop requested; checkpoint saved at step (\d+)", logs)
+    resumed = re.findall(r"resumed at step (\d+)", logs)
+    assert len(saved) == 1 and resumed == saved, logs[-3000:]
 
     # The uninterrupted run, here, with the job's thread count.
     config = RunConfig.model_validate_json(row.config)

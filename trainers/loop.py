@@ -18,7 +18,7 @@ import contextlib
 import functools
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,17 @@ class RunContext:
     workdir: Path  # reference cache lives in workdir / "references"
     checkpoint_path: Path | None = None
     reference_share: int = 1  # runs of the sweep sharing this run's pretrained reference
+    # Asked between steps; True: checkpoint now and raise Interrupted (a job about to be requeued).
+    stop_requested: Callable[[], bool] | None = None
+
+
+class Interrupted(Exception):
+    """Training stopped between two steps because ``RunContext.stop_requested`` said so; the
+    state at that step is in the checkpoint, so a resumed run loses no work."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at step {step} on request; checkpoint saved")
+        self.step = step
 
 
 @dataclass
@@ -350,6 +361,7 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
     state = build_state(cfg, models, splits, schedule, ctx)
     if ctx.checkpoint_path and ctx.checkpoint_path.exists():
         state.load_state_dict(torch.load(ctx.checkpoint_path, weights_only=False))
+        print(f"activescale: resumed at step {state.step} from {ctx.checkpoint_path}", flush=True)
     else:
         logger.log_params(run_params(cfg, models, schedule))
     meter = FlopMeter()
@@ -371,6 +383,12 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
             ctx.checkpoint_path and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
         ):
             save_checkpoint(state, ctx.checkpoint_path)
+        if ctx.stop_requested and state.step < schedule.total_steps and ctx.stop_requested():
+            if ctx.checkpoint_path:
+                save_checkpoint(state, ctx.checkpoint_path)
+            logger.flush()
+            print(f"activescale: stop requested; checkpoint saved at step {state.step}", flush=True)
+            raise Interrupted(state.step)
     logger.flush()
     return metrics
 
