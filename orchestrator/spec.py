@@ -214,8 +214,25 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise SweepSpecError(f"override {text!r}: the value is not valid YAML ({err})") from None
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+# Fields of a tune.space distribution (orchestrator/tune.py), which an override may set alone.
+_DISTRIBUTION_FIELDS = frozenset({"type", "low", "high", "log", "step", "choices"})
+
+
+def override_path(key: str) -> list[str]:
+    """Where ``-o key=value`` goes. Keys split at dots, except in ``tune.space``, whose keys
+    are dotted run-config keys themselves: ``tune.space.optimizer.lr.high`` sets ``high`` of
+    the ``optimizer.lr`` entry, ``tune.space.optimizer.lr`` the whole entry."""
     parts = key.split(".")
+    if parts[:2] != ["tune", "space"] or len(parts) < 3:
+        return parts
+    rest = parts[2:]
+    if len(rest) > 1 and rest[-1] in _DISTRIBUTION_FIELDS:
+        return ["tune", "space", ".".join(rest[:-1]), rest[-1]]
+    return ["tune", "space", ".".join(rest)]
+
+
+def _set_dotted(data: dict[str, Any], key: str | list[str], value: Any) -> None:
+    parts = key.split(".") if isinstance(key, str) else key
     for part in parts[:-1]:
         child = data.get(part)
         if not isinstance(child, dict):
@@ -270,7 +287,7 @@ def parse_sweep(
         elif key in grid:  # overriding a grid axis pins it to one value
             grid[key] = [value]
         else:
-            _set_dotted(raw, key, value)
+            _set_dotted(raw, override_path(key), value)
         lines.lines[("override", key)] = 0
 
     settings_raw = {k: v for k, v in raw.items() if k in SweepSettings.model_fields}

@@ -383,3 +383,27 @@ def test_the_example_sweep_is_valid_and_asks_for_tuning_first(
     assert sweep.settings.from_tuning and len(sweep.runs) == 8
     assert main(["plan", str(example), "-o", "workdir=/nonexistent/tune_example"]) == 2
     assert "activescale tune" in capsys.readouterr().err
+
+
+def test_overrides_reach_single_search_space_entries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tune.space keys are dotted run-config keys: `-o` splits them off, not at their dots."""
+    path = write_sweep(tmp_path)
+
+    def space(*overrides: str) -> dict[str, object]:
+        tune = load_sweep(path, list(overrides), apply_tuning=False).settings.tune
+        assert tune is not None
+        return {k: v.model_dump(exclude_none=True) for k, v in tune.space.items()}
+
+    lr = space("tune.space.optimizer.lr.high=0.01")["optimizer.lr"]
+    assert lr == {"type": "float", "low": 1e-3, "high": 0.01, "log": True}
+    replaced = space("tune.space.optimizer.lr={type: categorical, choices: [1.0e-3, 3.0e-3]}")
+    assert replaced["optimizer.lr"] == {"type": "categorical", "choices": [1e-3, 3e-3]}
+    added = space("tune.space.optimizer.beta2={type: float, low: 0.9, high: 0.999}")
+    assert set(added) == {"optimizer.lr", "optimizer.warmup", "optimizer.beta2"}
+    # A bad overridden value is the same named error as one written in the file: exit 2.
+    assert main(["tune", str(path), "-o", "tune.space.optimizer.lr.low=0.5"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "tune.space.optimizer.lr" in err and "must be smaller than high" in err
+    assert not (tmp_path / "work").exists()
