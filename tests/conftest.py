@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -20,17 +21,21 @@ def need_service(available: bool, what: str) -> None:
     pytest.skip(message)  # reached only without CI=true (under CI the line above fails)
 
 
-TINY_SWEEP = """\
-name: tiny
+# The run config every test sweep builds on (here, tests/test_slurm.py, tests/test_tune.py):
+# a small MNIST-1D pool and tiny models, so a run takes a second or two on one CPU.
+TINY_RUN = """\
 dataset: {name: mnist1d, train_size: 512, test_size: 256, clean_size: 128, label_noise: 0.3}
 learner: {arch: mlp, size: xs}
 scorer: {arch: mlp, size: xxs}
 reference: {arch: mlp, size: xxs, steps: 20}
 selection: {policy: learnability, keep: 0.5}
 batch_size: 32
-budget: {steps: 40}
-eval: {points: 4, batch_size: 256}
-executor: {kind: inline}
+"""
+TINY_SWEEP = f"""\
+name: tiny
+{TINY_RUN}budget: {{steps: 40}}
+eval: {{points: 4, batch_size: 256}}
+executor: {{kind: inline}}
 grid:
   learner.size: [xxs, xs]
   selection.policy: [iid, learnability]
@@ -46,15 +51,6 @@ def tiny_sweep(tmp_path: Path) -> Path:
 
 def tiny_run_config(**overrides: object) -> dict[str, object]:
     """A RunConfig dict for loop tests (a few steps, tiny data)."""
-    config: dict[str, object] = {
-        "dataset": {"train_size": 512, "test_size": 256, "clean_size": 128, "label_noise": 0.3},
-        "learner": {"size": "xs"},
-        "scorer": {"size": "xxs"},
-        "reference": {"size": "xxs", "steps": 20},
-        "selection": {"policy": "learnability", "keep": 0.5},
-        "batch_size": 32,
-        "budget": {"steps": 30},
-        "eval": {"points": 4, "batch_size": 256},
-    }
-    config.update(overrides)
-    return config
+    config: dict[str, object] = yaml.safe_load(TINY_RUN)
+    config |= {"budget": {"steps": 30}, "eval": {"points": 4, "batch_size": 256}}
+    return config | overrides

@@ -42,7 +42,7 @@ from orchestrator.store import (
     SUBMITTED,
     RunStore,
 )
-from tests.conftest import need_service
+from tests.conftest import TINY_RUN, need_service
 from trainers.config import RunConfig
 from trainers.loop import RunContext, train
 from trainers.tracking import MemoryLogger
@@ -53,16 +53,10 @@ POSTGRES_URL = os.environ.get(
 )
 MLFLOW_DB_URL = POSTGRES_URL.rsplit("/", 1)[0] + "/activescale_mlflow"
 
-SLURM_SWEEP = """\
-dataset: {name: mnist1d, train_size: 512, test_size: 256, clean_size: 128, label_noise: 0.3}
-learner: {arch: mlp, size: xs}
-scorer: {arch: mlp, size: xxs}
-reference: {arch: mlp, size: xxs, steps: 20}
-selection: {policy: learnability, keep: 0.5}
-batch_size: 32
-budget: {steps: 30}
-eval: {points: 3, batch_size: 256}
-executor: {kind: slurm, partition: debug, cpus_per_task: 1, timeout_min: 10}
+SLURM_SWEEP = f"""\
+{TINY_RUN}budget: {{steps: 30}}
+eval: {{points: 3, batch_size: 256}}
+executor: {{kind: slurm, partition: debug, cpus_per_task: 1, timeout_min: 10}}
 """
 SIX_RUNS = "grid:\n  learner.size: [xxs, xs, s]\n  selection.policy: [iid, learnability]\n"
 

@@ -36,18 +36,14 @@ from orchestrator.tune import (
     storage_location,
     target_trials,
 )
-from tests.conftest import need_service
+from tests.conftest import TINY_RUN, need_service
 from tests.test_slurm import POSTGRES_URL, postgres_up, slurm_up
 
 OPTUNA_DB_URL = POSTGRES_URL.rsplit("/", 1)[0] + "/activescale_optuna"
 
-TUNE_SWEEP = """\
-dataset: {name: mnist1d, train_size: 512, test_size: 256, clean_size: 128, label_noise: 0.3}
-learner: {arch: mlp, size: xs}
-scorer: {arch: mlp, size: xxs}
-reference: {arch: mlp, size: xxs, steps: 20}
-selection: {policy: iid}
-batch_size: 32
+TUNE_SWEEP = (
+    TINY_RUN.replace("{policy: learnability, keep: 0.5}", "{policy: iid}")
+    + """\
 budget: {steps: 30}
 eval: {points: 3, batch_size: 256}
 executor: {kind: local}
@@ -63,6 +59,7 @@ tune:
   workers: 2
   pruner: {kind: none}
 """
+)
 
 
 def write_sweep(tmp_path: Path, body: str = TUNE_SWEEP, extra: str = "") -> Path:
