@@ -30,6 +30,7 @@ from trainers.flops import FlopMeter
 from trainers.loop import (
     RunContext,
     Schedule,
+    Trainee,
     TrainState,
     autocast_for,
     build_models,
@@ -39,7 +40,7 @@ from trainers.loop import (
 )
 from trainers.models import build_model
 from trainers.optim import build_optimizer
-from trainers.tasks import data_spec
+from trainers.tasks import TASKS, data_spec
 
 
 def timed(fn: Callable[[], None], steps: int) -> float:
@@ -165,15 +166,9 @@ def fused_vs_loop(learner: str, batch: int, steps: int, reps: int) -> tuple[floa
     def stepper(fused: bool) -> Callable[[], None]:
         model = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
         optimizer, scheduler = build_optimizer(model, cfg.optimizer, steps * reps, fused=fused)
-
-        def step() -> None:
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-
-        return step
+        learner = Trainee(model, optimizer, scheduler, TASKS["classification"].loss)
+        autocast = autocast_for(torch.device("cpu"))
+        return lambda: learner.train_step(x, y, autocast)
 
     fused, loop = stepper(True), stepper(False)
     fused_t, loop_t = [], []

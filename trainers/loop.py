@@ -368,7 +368,8 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
     metrics: dict[str, float] = {}
     while state.step < schedule.total_steps:
         train_loss = train_step(state, cfg, meter, splits, autocast)
-        if state.step in schedule.eval_steps:
+        evaluate = state.step in schedule.eval_steps
+        if evaluate:
             metrics = task.evaluate(state.learner.model, splits, cfg.eval.batch_size, autocast)
             seen, total = state.selected_corrupted
             metrics |= state.ledger.metrics() | {
@@ -377,15 +378,13 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
                 "selected_corrupted": seen / max(1.0, total),
             }
             logger.log_metrics(metrics, step=state.step)
-            if ctx.checkpoint_path:
-                save_checkpoint(state, ctx.checkpoint_path)
-        elif (
-            ctx.checkpoint_path and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
-        ):
+        stop = bool(
+            ctx.stop_requested and state.step < schedule.total_steps and ctx.stop_requested()
+        )
+        periodic = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+        if ctx.checkpoint_path and (evaluate or periodic or stop):
             save_checkpoint(state, ctx.checkpoint_path)
-        if ctx.stop_requested and state.step < schedule.total_steps and ctx.stop_requested():
-            if ctx.checkpoint_path:
-                save_checkpoint(state, ctx.checkpoint_path)
+        if stop:
             logger.flush()
             print(f"activescale: stop requested; checkpoint saved at step {state.step}", flush=True)
             raise Interrupted(state.step)

@@ -49,7 +49,6 @@ def build_optimizer(
         betas=(cfg.beta1, cfg.beta2),
         weight_decay=cfg.weight_decay,
         fused=fused,
-        foreach=False if fused else None,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, cfg.warmup, cfg.min_lr_ratio)
