@@ -100,6 +100,8 @@ def select(
     if method == "topk":
         return torch.topk(scores, k, sorted=False).indices
     # Gumbel-top-k: argtop-k of (s/T + Gumbel noise) samples without replacement from softmax(s/T).
-    uniform = torch.rand(scores.shape, generator=generator, device=scores.device)
+    # Drawn where the generator lives (the run's CPU generator), then moved: a CUDA tensor
+    # cannot be filled from a CPU generator. On CPU the move is a no-op.
+    uniform = torch.rand(scores.shape, generator=generator).to(scores.device)
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
     return torch.topk(scores / temperature + gumbel, k, sorted=False).indices
