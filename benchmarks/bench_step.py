@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from trainers.config import RunConfig
 from trainers.data import Splits, load_splits
-from trainers.flops import FlopMeter
 from trainers.loop import (
     RunContext,
     Schedule,
@@ -83,7 +82,7 @@ def prepared(cfg: RunConfig) -> tuple[Splits, TrainState, Schedule]:
 def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float, float]:
     cfg = bench_config(learner, batch, "iid", 1.0)
     splits, state, schedule = prepared(cfg)
-    meter, autocast = FlopMeter(), autocast_for(torch.device("cpu"))
+    autocast = autocast_for(torch.device("cpu"))
 
     bare = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
     optimizer, scheduler = build_optimizer(bare, cfg.optimizer, schedule.total_steps)
@@ -104,7 +103,7 @@ def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float,
         scheduler.step()
 
     def ours() -> None:
-        train_step(state, cfg, meter, splits, autocast)
+        train_step(state, cfg, schedule, splits, autocast)
 
     ours_t, bare_t = [], []
     for _ in range(reps):
@@ -117,8 +116,8 @@ def prioritized_vs_parts(
     learner: str, batch: int, keep: float, steps: int, reps: int
 ) -> tuple[float, float, dict[str, float]]:
     cfg = bench_config(learner, batch, "learnability", keep)
-    splits, state, _ = prepared(cfg)
-    meter, autocast = FlopMeter(), autocast_for(torch.device("cpu"))
+    splits, state, schedule = prepared(cfg)
+    autocast = autocast_for(torch.device("cpu"))
     assert state.scorer is not None and state.reference is not None
     super_batch = cfg.selection.super_batch_size(batch)
     xs, ys = splits.train_x[:super_batch], splits.train_y[:super_batch]
@@ -139,7 +138,7 @@ def prioritized_vs_parts(
         state.scorer.train_step(xb, yb, autocast)  # type: ignore[union-attr]
 
     def ours() -> None:
-        train_step(state, cfg, meter, splits, autocast)
+        train_step(state, cfg, schedule, splits, autocast)
 
     parts = {
         "learner_step": learner_step,

@@ -73,14 +73,15 @@ class Trainee:
     def __post_init__(self) -> None:
         self.device = next(self.model.parameters()).device
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> float:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> torch.Tensor:
+        """One update; returns the detached loss (a tensor: reading it would sync a GPU)."""
         with autocast():
             loss = self.loss_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +156,8 @@ class Schedule:
     total_steps: int
     eval_steps: tuple[int, ...]
     step_flops: float
+    # What one step adds to each ledger counter, measured once: every step has the same shapes.
+    step_charges: tuple[tuple[str, float], ...]
 
 
 def pick_device(cfg: RunConfig) -> torch.device:
@@ -233,9 +236,10 @@ def build_state(
 
 
 def train_step(
-    state: TrainState, cfg: RunConfig, meter: FlopMeter, splits: Splits, autocast: Any
-) -> float:
-    """One learner step: super-batch -> scores -> selection -> learner and scorer updates."""
+    state: TrainState, cfg: RunConfig, schedule: Schedule, splits: Splits, autocast: Any
+) -> torch.Tensor:
+    """One learner step: super-batch -> scores -> selection -> learner and scorer updates.
+    Returns the learner's loss on the selected batch."""
     device = state.device
     policy, task = POLICIES[cfg.selection.policy], task_for(cfg)
     B = cfg.batch_size
@@ -246,11 +250,7 @@ def train_step(
         scoring_models = state.scoring_models()
         losses: Losses = {}
         for role in policy.needs:
-            model = scoring_models[role]
-            losses[role] = per_example_loss(task, model, x, y, autocast)
-            state.ledger.add(
-                f"{role}_forward", meter.scoring(role, model, x, y, task.per_example_loss)
-            )
+            losses[role] = per_example_loss(task, scoring_models[role], x, y, autocast)
         keep = select(
             policy.score(losses),
             B,
@@ -262,20 +262,16 @@ def train_step(
         x, y = x.index_select(0, keep), y.index_select(0, keep)
         corrupted = corrupted.index_select(0, keep.cpu())
 
-    state.ledger.add("learner_train", meter.train("learner", state.learner.model, x, y, task.loss))
     loss = state.learner.train_step(x, y, autocast)
     if state.scorer:
-        state.ledger.add("scorer_train", meter.train("scorer", state.scorer.model, x, y, task.loss))
         state.scorer.train_step(x, y, autocast)
     if state.reference_trainee:  # parallel reference: IID batches of the clean split
         idx = torch.randint(len(splits.clean_y), (B,), generator=state.generator)
         rx, ry = splits.clean_x[idx].to(device), splits.clean_y[idx].to(device)
-        state.ledger.add(
-            "reference_train",
-            meter.train("reference", state.reference_trainee.model, rx, ry, task.loss),
-        )
         state.reference_trainee.train_step(rx, ry, autocast)
 
+    for counter, flops in schedule.step_charges:
+        state.ledger.add(counter, flops)
     state.selected_corrupted[0] += int(corrupted.count_nonzero())
     state.selected_corrupted[1] += len(corrupted)
     state.step += 1
@@ -283,7 +279,8 @@ def train_step(
 
 
 def plan_schedule(cfg: RunConfig, models: Models, spec: DataSpec) -> Schedule:
-    """Measure one step's FLOPs, then fix the step count and the log-spaced evaluation steps."""
+    """Measure one step's FLOPs per ledger counter (the passes ``train_step`` makes, on batches
+    of its shapes), then fix the step count and the log-spaced evaluation steps."""
     device = next(models.learner.parameters()).device
     task, B = task_for(cfg), cfg.batch_size
     x, y = task.dummy_batch(cfg.selection.super_batch_size(B), spec, device)
@@ -300,6 +297,7 @@ def plan_schedule(cfg: RunConfig, models: Models, spec: DataSpec) -> Schedule:
     if cfg.reference is not None and cfg.reference.mode == "parallel" and models.reference:
         probe.add("reference_train", meter.train("reference", models.reference, xb, yb, task.loss))
     step_flops = probe.total
+    step_charges = tuple((k, v) for k, v in probe.counters.items() if v)
     # Evaluation points are log-spaced in *total* FLOPs, which start at the charged reference cost.
     probe.add("reference_pretrain", models.reference_pretrain_flops)
     offset = probe.reference_pretrain_charged
@@ -318,7 +316,7 @@ def plan_schedule(cfg: RunConfig, models: Models, spec: DataSpec) -> Schedule:
         offset + first * step_flops, offset + total_steps * step_flops, cfg.eval.points
     )
     steps = {min(total_steps, max(1, math.ceil((p - offset) / step_flops - 1e-9))) for p in points}
-    return Schedule(total_steps, tuple(sorted(steps | {total_steps})), step_flops)
+    return Schedule(total_steps, tuple(sorted(steps | {total_steps})), step_flops, step_charges)
 
 
 def save_checkpoint(state: TrainState, path: Path) -> None:
@@ -364,16 +362,15 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
         print(f"activescale: resumed at step {state.step} from {ctx.checkpoint_path}", flush=True)
     else:
         logger.log_params(run_params(cfg, models, schedule))
-    meter = FlopMeter()
     metrics: dict[str, float] = {}
     while state.step < schedule.total_steps:
-        train_loss = train_step(state, cfg, meter, splits, autocast)
+        train_loss = train_step(state, cfg, schedule, splits, autocast)
         evaluate = state.step in schedule.eval_steps
         if evaluate:
             metrics = task.evaluate(state.learner.model, splits, cfg.eval.batch_size, autocast)
             seen, total = state.selected_corrupted
             metrics |= state.ledger.metrics() | {
-                "train_loss": train_loss,
+                "train_loss": float(train_loss),
                 "step": state.step,
                 "selected_corrupted": seen / max(1.0, total),
             }
