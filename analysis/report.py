@@ -210,7 +210,7 @@ def write_report(
         plt.close(fig)
 
     title = ", ".join(name for name, _ in sweeps)
-    summary = _summary(frame, usable, rows, boot)
+    summary = _summary(frame, rows, boot)
     tuned = _tuned_rows(usable, load_tuned(sweeps, data.parent_run_ids))
     sections = _sections(analyses, rows, by_size, recommendations, boot, _ledger(usable), tuned)
     figure_html = {
@@ -254,9 +254,7 @@ def write_report(
     return ReportResult(html_path, md_path, plots, skipped, caveats)
 
 
-def _summary(
-    frame: pd.DataFrame, usable: pd.DataFrame, rows: list[MultiplierRow], boot: SeedBootstrap
-) -> list[str]:
+def _summary(frame: pd.DataFrame, rows: list[MultiplierRow], boot: SeedBootstrap) -> list[str]:
     sizes = frame.drop_duplicates("learner_size").sort_values("learner_params")["learner_size"]
     lines = [
         f"{frame['run'].nunique()} finished runs; policies: "
@@ -366,9 +364,6 @@ def _ledger(frame: pd.DataFrame) -> pd.DataFrame:
     table = shares.groupby("policy").mean()
     table.columns = [c.removeprefix("flops/") for c in table.columns]
     return table.loc[:, (table > 0).any()]
-
-
-ledger_table = _ledger
 
 
 def _fit_rows(analyses: list[CurveAnalysis], boot: SeedBootstrap) -> list[list[str]]:

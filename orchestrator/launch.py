@@ -74,16 +74,16 @@ def record_sweep(sweep: Sweep, store: RunStore) -> None:
     )
 
 
-def register(sweep: Sweep, store: RunStore, with_mlflow: bool = True) -> Registration:
+def register(sweep: Sweep, store: RunStore) -> Registration:
     record_sweep(sweep, store)
     new = store.register(
         sweep.name,
         ((r.run_id, r.config_text(), r.label) for r in sweep.runs),
     )
     counts = store.counts(sweep.name)
-    experiment_id, parent = ensure_mlflow_parent(sweep, store) if with_mlflow else ("", "")
+    experiment_id, parent = ensure_mlflow_parent(sweep, store)
     tuned = {r.run_id: r.tuned for r in sweep.runs if r.tuned}
-    if with_mlflow and tuned:  # from_tuning: the report shows which values each run took
+    if tuned:  # from_tuning: the report shows which values each run took
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri=sweep.tracking_uri).log_dict(parent, tuned, TUNED_ARTIFACT)
@@ -97,11 +97,10 @@ def register(sweep: Sweep, store: RunStore, with_mlflow: bool = True) -> Registr
     )
 
 
-def runs_to_execute(sweep: Sweep, store: RunStore, include_failed: bool = True) -> list[RunRow]:
+def runs_to_execute(sweep: Sweep, store: RunStore) -> list[RunRow]:
     """This sweep's runs that have neither completed nor are in flight."""
     wanted = {r.run_id for r in sweep.runs}
-    statuses = (PENDING, *RETRYABLE) if include_failed else (PENDING,)
-    rows = [r for r in store.runs(sweep.name, statuses) if r.id in wanted]
+    rows = [r for r in store.runs(sweep.name, (PENDING, *RETRYABLE)) if r.id in wanted]
     limit = sweep.settings.max_attempts
     return [r for r in rows if r.attempts < limit or r.status == PENDING]
 

@@ -18,7 +18,6 @@ pickle, never in the script.
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +159,3 @@ def sbatch_text(params: dict[str, Any], folder: str, command: str, map_count: in
         )
     except (TypeError, ValueError) as err:
         raise SubmissionError(f"invalid SLURM parameters: {err}") from None
-
-
-def quote(value: str) -> str:
-    return shlex.quote(value)

@@ -34,7 +34,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -480,16 +479,3 @@ def cancel(store: RunStore, sweep: str) -> int:
         finished_at=utcnow(),
         error_tail="cancelled with `activescale cancel`",
     )
-
-
-def wait_until_done(
-    store: RunStore, sweep: str, poll_s: float, on_poll: Callable[[dict[str, int]], None]
-) -> dict[str, int]:
-    """Reconcile every ``poll_s`` seconds until no run is in flight; returns the counts."""
-    while True:
-        reconcile(store, sweep)
-        counts = store.counts(sweep)
-        on_poll(counts)
-        if not any(counts[s] for s in IN_FLIGHT):
-            return counts
-        time.sleep(poll_s)

@@ -241,12 +241,6 @@ def _set_dotted(data: dict[str, Any], key: str | list[str], value: Any) -> None:
     data[parts[-1]] = value
 
 
-def _get_dotted(data: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        data = data[part]
-    return data
-
-
 def load_sweep(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), apply_tuning: bool = True
 ) -> Sweep:
@@ -470,10 +464,6 @@ class _FastValidator:
                 text = self.scalars[scalar] = canonical_json(value)
             return text
         return canonical_json(RunConfig.__pydantic_serializer__.to_python(value, mode="json"))
-
-
-def canonical_json_loose(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=repr)
 
 
 def _validate(data: dict[str, Any], lines: Lines, grid_keys: set[str]) -> RunConfig:

@@ -183,10 +183,6 @@ class RunStore:
         with self.session() as s:
             return s.get(SweepRow, name)
 
-    def sweeps(self) -> list[str]:
-        with self.session() as s:
-            return list(s.scalars(select(SweepRow.name).order_by(SweepRow.name)))
-
     def set_mlflow_parent(self, name: str, experiment_id: str, parent_run_id: str) -> None:
         with self.session() as s, s.begin():
             s.execute(

@@ -35,7 +35,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -590,13 +590,6 @@ def _is_pruned(err: BaseException) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Running the studies
-
-
-@dataclass
-class TuneOutcome:
-    studies: list[StudySpec]
-    storage: str
-    jobs: list[str] = field(default_factory=list)  # job ids of the workers
 
 
 def prepare(sweep: Sweep) -> tuple[list[StudySpec], str, Any]:
