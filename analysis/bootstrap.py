@@ -20,14 +20,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from analysis.curves import SeedRuns, frontier_of, resample_frontier
-from analysis.fit import CurveFit, refit_curve
+from analysis.fit import MAX_EXTRAPOLATION, CurveFit, refit_curve
 from analysis.frontier import envelope_indices
 from orchestrator.errors import FitError
 
 FloatArray = NDArray[np.float64]
 
-MAX_EXTRAPOLATION = 10.0
-"""A fitted curve is inverted within [min C / 10, max C * 10] of its data (as in fit.py)."""
 GRID_POINTS = 600
 
 

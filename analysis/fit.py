@@ -997,7 +997,13 @@ def _fit_compute_at(
     return float(math.exp(optimize.brentq(gap, math.log(low), math.log(high), xtol=1e-10))), None
 
 
-def fit_compute_at(fit: CurveFit, target: float, max_extrapolation: float = 10.0) -> float | None:
+MAX_EXTRAPOLATION = 10.0
+"""A fitted curve is inverted within [min C / 10, max C * 10] of its data, never further."""
+
+
+def fit_compute_at(
+    fit: CurveFit, target: float, max_extrapolation: float = MAX_EXTRAPOLATION
+) -> float | None:
     """Compute at which a fitted (decreasing) curve reaches ``target`` error.
 
     Searches [min C / max_extrapolation, max C * max_extrapolation] of the fitted
@@ -1032,7 +1038,7 @@ def compute_multiplier(
     iid: CurveFit | tuple[ArrayLike, ArrayLike],
     prio: CurveFit | tuple[ArrayLike, ArrayLike],
     target: float,
-    max_extrapolation: float = 10.0,
+    max_extrapolation: float = MAX_EXTRAPOLATION,
 ) -> ComputeMultiplier:
     """Compute multiplier of a prioritised over an iid curve at a target error.
 

@@ -26,6 +26,7 @@ from analysis.bootstrap import SeedBootstrap, bootstrap_seeds
 from analysis.curves import Frontier, SeedRuns, frontier_of, seed_runs, usable_points
 from analysis.fit import (
     FAMILIES,
+    MAX_EXTRAPOLATION,
     CurveFit,
     FamilyComparison,
     HoldoutResult,
@@ -514,7 +515,8 @@ def _sections(
             mult_rows,
             "multiplier = C_iid(target) / C_policy(target) (> 1: the policy needs less compute); "
             "savings = 1 − 1/multiplier. Data: log-log interpolation of the frontiers (never "
-            "beyond them). Fit: the AIC-best curves inverted (up to 10× beyond the data). "
+            "beyond them). Fit: the AIC-best curves inverted (up to "
+            f"{MAX_EXTRAPOLATION:g}× beyond the data). "
             "Targets: IID's best error and two easier ones.",
             [],
         ),

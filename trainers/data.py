@@ -196,8 +196,7 @@ def _generate_raw(
     label_balance: Literal["uniform", "balanced"],
     noise: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    if n < 0:
-        raise ValueError(f"n={n} is not allowed: the number of examples must be >= 0")
+    _check_count(n)
     if label_balance == "uniform":
         labels = rng.integers(0, MNIST1D_NUM_CLASSES, n)
     elif label_balance == "balanced":
@@ -273,17 +272,12 @@ def _measure_raw_moments(n: int = 2**22, seed: int = 0) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_rate(name: str, rate: float) -> None:
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name}={rate!r} is not allowed: must be a fraction in [0, 1)")
-
-
 def inject_label_noise(
     y: np.ndarray, rate: float, rng: np.random.Generator, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace each label, independently with probability `rate`, by a uniformly random
     *different* class. Returns (new labels, mask of changed examples); `y` is not modified."""
-    _check_rate("rate", rate)
+    check_fraction(rate, "rate")
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes} is not allowed: label noise needs >= 2")
     mask = rng.random(len(y)) < rate
@@ -299,7 +293,7 @@ def inject_noise_inputs(
     """Replace each example, independently with probability `rate`, by pure noise with a
     uniformly random label. The noise is Gaussian with the per-feature mean and std of `x`, so
     it matches the data's scale but carries no signal. Returns (x, y, mask); inputs untouched."""
-    _check_rate("rate", rate)
+    check_fraction(rate, "rate")
     mask = rng.random(len(x)) < rate
     count = int(mask.sum())
     mean = x.mean(axis=0, dtype=np.float64)
@@ -341,7 +335,7 @@ def inject_duplicates(
     class. where: optional boolean mask of the examples that may be replaced. Returns
     (x, y, mask of replaced examples); inputs untouched.
     """
-    _check_rate("rate", rate)
+    check_fraction(rate, "rate")
     proto_x, proto_y = easy_prototypes(x, y) if prototypes is None else prototypes
     mask = rng.random(len(x)) < rate
     if where is not None:
