@@ -32,7 +32,7 @@ from rich.table import Table
 
 from orchestrator.errors import ActivescaleError, SubmissionError, SweepSpecError
 from orchestrator.executors import Executor
-from orchestrator.store import IN_FLIGHT, STATUSES, RunStore
+from orchestrator.store import IN_FLIGHT, PENDING, RETRYABLE, STATUSES, RunStore
 from orchestrator.worker import RunJob
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = RunStore(args.store or sweep.store_url)
     started = time.perf_counter()
     registration = register(sweep, store)
-    rows = runs_to_execute(sweep, store)
+    rows, _ = runs_to_execute(sweep, store)
     skipped = registration.completed
     console.print(
         f"sweep [bold]{sweep.name}[/]: {len(sweep.runs)} runs "
@@ -127,9 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rows and sweep.settings.executor.kind == "slurm":
         from orchestrator.launch import submit_sweep
 
-        submit_sweep(sweep, store, retry=False)
-        if any(r.status != "pending" for r in rows):
-            submit_sweep(sweep, store, retry=True)
+        submit_sweep(sweep, store, statuses=(PENDING, *RETRYABLE), registration=registration)
         _watch(store, sweep.name, args.interval)
     elif rows:
         jobs = make_jobs(sweep, rows, registration)
@@ -235,7 +233,8 @@ def cmd_submit(args: argparse.Namespace, retry: bool = False) -> int:
     sweep = _load_for_slurm(args)
     if not retry:
         _print_plan(sweep, args.flops_per_second)
-    outcome = submit_sweep(sweep, args.store or sweep.store_url, retry=retry)
+    statuses = RETRYABLE if retry else (PENDING,)
+    outcome = submit_sweep(sweep, args.store or sweep.store_url, statuses=statuses)
     reg = outcome.registration
     console.print(
         f"sweep [bold]{sweep.name}[/]: {reg.total} runs ({reg.new} new, {reg.completed} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from analysis.load import TUNED_ARTIFACT
@@ -16,7 +17,6 @@ from orchestrator.errors import StoreError, SubmissionError
 from orchestrator.spec import Sweep
 from orchestrator.store import COMPLETED, IN_FLIGHT, PENDING, RETRYABLE, RunRow, RunStore
 from orchestrator.worker import TAG_SWEEP, RunJob, code_version
-from trainers.config import RunConfig
 from trainers.reference import reference_key
 
 
@@ -97,12 +97,16 @@ def register(sweep: Sweep, store: RunStore) -> Registration:
     )
 
 
-def runs_to_execute(sweep: Sweep, store: RunStore) -> list[RunRow]:
-    """This sweep's runs that have neither completed nor are in flight."""
+def runs_to_execute(
+    sweep: Sweep, store: RunStore, statuses: Sequence[str] = (PENDING, *RETRYABLE)
+) -> tuple[list[RunRow], int]:
+    """This sweep's runs in ``statuses`` (default: neither completed nor in flight) that may
+    run again, and how many were left out for having used up ``max_attempts``."""
     wanted = {r.run_id for r in sweep.runs}
-    rows = [r for r in store.runs(sweep.name, (PENDING, *RETRYABLE)) if r.id in wanted]
+    rows = [r for r in store.runs(sweep.name, statuses) if r.id in wanted]
     limit = sweep.settings.max_attempts
-    return [r for r in rows if r.attempts < limit or r.status == PENDING]
+    kept = [r for r in rows if r.attempts < limit or r.status == PENDING]
+    return kept, len(rows) - len(kept)
 
 
 def reference_shares(sweep: Sweep) -> Counter[str]:
@@ -120,10 +124,11 @@ def make_jobs(sweep: Sweep, rows: list[RunRow], registration: Registration) -> l
     if not registration.parent_run_id:
         raise StoreError("the sweep has no MLflow parent run; register it with MLflow first")
     shares = reference_shares(sweep)
+    planned = {r.run_id: r.config for r in sweep.runs}  # validated when the sweep was loaded
     version = code_version()
     jobs = []
     for row in rows:
-        config = RunConfig.model_validate_json(row.config)
+        config = planned[row.id]
         share = (
             shares.get(reference_key(config), 1)
             if config.uses_reference and config.reference
@@ -159,10 +164,15 @@ class SubmitOutcome:
 
 
 def submit_sweep(
-    sweep: Sweep, store: RunStore | str, retry: bool = False, max_array_size: int | None = None
+    sweep: Sweep,
+    store: RunStore | str,
+    statuses: Sequence[str] = (PENDING,),
+    max_array_size: int | None = None,
+    registration: Registration | None = None,
 ) -> SubmitOutcome:
-    """Register the sweep and submit its pending runs (``retry``: its failed, timed-out and
-    cancelled runs) as SLURM job arrays; returns once sbatch has accepted them.
+    """Register the sweep (unless ``registration`` says it is) and submit its runs in
+    ``statuses`` (pending; for `retry`, failed, timed-out and cancelled, up to max_attempts)
+    as SLURM job arrays; returns once sbatch has accepted them.
 
     SLURM is checked (reachable, partitions exist) before the store is touched (given as a
     URL, it is not even opened), so a cluster problem leaves the store as it was.
@@ -179,17 +189,15 @@ def submit_sweep(
     check_resources(cluster_info(), [cfg.resources_for(size) for size in sorted(sizes)])
     if isinstance(store, str):  # opened only now: a SLURM problem must not create a store
         store = RunStore(store)
-    registration = register(sweep, store)
+    registration = registration or register(sweep, store)
     reconciled = reconcile(store, sweep.name)
-    wanted = {r.run_id for r in sweep.runs}
-    statuses = RETRYABLE if retry else (PENDING,)
-    rows = [r for r in store.runs(sweep.name, statuses) if r.id in wanted]
-    limit = sweep.settings.max_attempts
-    outcome = SubmitOutcome(registration, recovered=reconciled.recovered)
-    outcome.requeued = reconciled.requeued
-    if retry:
-        outcome.at_max_attempts = sum(1 for r in rows if r.attempts >= limit)
-        rows = [r for r in rows if r.attempts < limit]
+    rows, at_max_attempts = runs_to_execute(sweep, store, statuses)
+    outcome = SubmitOutcome(
+        registration,
+        at_max_attempts=at_max_attempts,
+        recovered=reconciled.recovered,
+        requeued=reconciled.requeued,
+    )
     if not rows:
         return outcome
     executor = SlurmExecutor(cfg, sweep.workdir, store, max_array_size=max_array_size)
