@@ -19,9 +19,9 @@ import time
 import torch
 
 from trainers.flops import measure_train_flops
-from trainers.loop import Trainee, autocast_for
+from trainers.loop import autocast_for
 from trainers.models import VIT_LADDER, ModelConfig, build_model, count_params
-from trainers.optim import OptimConfig, build_optimizer
+from trainers.optim import OptimConfig, Trainee, build_optimizer
 from trainers.tasks import Classification
 
 PEAKS = {"H100": 9.89e14, "H200": 9.89e14, "A100": 3.12e14}

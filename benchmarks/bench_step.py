@@ -29,7 +29,6 @@ from trainers.data import Splits, load_splits
 from trainers.loop import (
     RunContext,
     Schedule,
-    Trainee,
     TrainState,
     autocast_for,
     build_models,
@@ -38,7 +37,7 @@ from trainers.loop import (
     train_step,
 )
 from trainers.models import build_model
-from trainers.optim import build_optimizer
+from trainers.optim import Trainee, build_optimizer
 from trainers.tasks import TASKS, data_spec
 
 

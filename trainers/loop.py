@@ -30,9 +30,9 @@ from torch import nn
 from orchestrator.errors import ConfigError
 from trainers.config import RunConfig
 from trainers.data import BatchSource, DataConfig, Splits, load_splits, make_source
-from trainers.flops import FlopLedger, FlopMeter, LossFn, measure_train_flops
+from trainers.flops import FlopLedger, FlopMeter, measure_train_flops
 from trainers.models import ModelConfig, count_params
-from trainers.optim import build_optimizer
+from trainers.optim import Trainee, build_optimizer
 from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain
 from trainers.selection import POLICIES, Losses, select
 from trainers.tasks import TASKS, DataSpec, Task, data_spec, task_for
@@ -59,41 +59,6 @@ class Interrupted(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"stopped at step {step} on request; checkpoint saved")
         self.step = step
-
-
-@dataclass
-class Trainee:
-    """A model with its optimizer and schedule."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    loss_fn: LossFn
-
-    def __post_init__(self) -> None:
-        self.device = next(self.model.parameters()).device
-
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> torch.Tensor:
-        """One update; returns the detached loss (a tensor: reading it would sync a GPU)."""
-        with autocast():
-            loss = self.loss_fn(self.model, x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.detach()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
 
 
 @dataclass

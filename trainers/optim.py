@@ -1,12 +1,17 @@
-"""AdamW with linear warmup and cosine decay, shared by learner, scorer and reference."""
+"""AdamW with linear warmup and cosine decay, shared by learner, scorer and reference, and
+the update step they all take (:class:`Trainee`)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from trainers.flops import LossFn
 
 
 class OptimConfig(BaseModel):
@@ -54,3 +59,38 @@ def build_optimizer(
         optimizer, lambda step: lr_factor(step, total_steps, cfg.warmup, cfg.min_lr_ratio)
     )
     return optimizer, scheduler
+
+
+@dataclass
+class Trainee:
+    """A model with its optimizer and schedule."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loss_fn: LossFn
+
+    def __post_init__(self) -> None:
+        self.device = next(self.model.parameters()).device
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> torch.Tensor:
+        """One update; returns the detached loss (a tensor: reading it would sync a GPU)."""
+        with autocast():
+            loss = self.loss_fn(self.model, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])

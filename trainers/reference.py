@@ -11,6 +11,7 @@ noise, other templates); shapes must match the run's data.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ from orchestrator.errors import ConfigError
 from trainers.config import ReferenceConfig, RunConfig, config_hash
 from trainers.data import DataConfig, Splits, load_splits
 from trainers.flops import FlopMeter
-from trainers.optim import OptimConfig, build_optimizer
+from trainers.optim import OptimConfig, Trainee, build_optimizer
 from trainers.tasks import TASKS, Task, data_spec
 
 # Seeds of the three models of a run are offset so that learner, scorer and reference never
@@ -56,7 +57,7 @@ def pretrain(
     """Train a reference on the clean split; returns the model and the FLOPs it cost."""
     model = task.build(ref, data_spec(splits), seed + REFERENCE_SEED_OFFSET)
     model.to(device)
-    optimizer, scheduler = build_optimizer(model, optim, ref.steps, lr=ref.lr)
+    trainee = Trainee(model, *build_optimizer(model, optim, ref.steps, lr=ref.lr), task.loss)
     generator = torch.Generator().manual_seed(seed + REFERENCE_SEED_OFFSET)
     meter = FlopMeter()
     flops = 0.0
@@ -66,11 +67,7 @@ def pretrain(
         idx = torch.randint(n, (batch,), generator=generator)
         x, y = splits.clean_x[idx].to(device), splits.clean_y[idx].to(device)
         flops += meter.train("reference", model, x, y, task.loss)
-        loss = task.loss(model, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        trainee.train_step(x, y, contextlib.nullcontext)
     return model, flops
 
 
