@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from analysis.curves import SeedRuns, frontier_of, resample_frontier
+from analysis.curves import SeedRuns, resample_frontier
 from analysis.fit import MAX_EXTRAPOLATION, CurveFit, refit_curve
 from analysis.frontier import envelope_indices
 from orchestrator.errors import FitError
@@ -144,12 +144,8 @@ def bootstrap_seeds(
         data_compute = np.full((draws, targets.size), np.nan)
         fit_compute = np.full((draws, targets.size), np.nan)
         failures: Counter[str] = Counter()
-        full = frontier_of(curve)
         for i in range(draws):
-            if resampled:
-                compute, error = resample_frontier(curve, rng)
-            else:
-                compute, error = full.compute, full.error
+            compute, error = resample_frontier(curve, rng)
             data_compute[i] = compute_at_targets(compute, error, targets)
             if fit is None:
                 continue

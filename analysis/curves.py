@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from analysis.frontier import envelope_indices
 
 FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.intp]
 
 
 @dataclass(frozen=True)
@@ -154,19 +155,16 @@ def seed_runs(frame: pd.DataFrame) -> list[SeedRuns]:
 
 def frontier_of(runs: SeedRuns) -> Frontier:
     """The frontier of one curve with every seed, and the seed spread at each point."""
-    compute, error, std, seeds, sizes = [], [], [], [], []
+    error, std, seeds, sizes = [], [], [], []
     for size in runs.sizes:
         mean = size.mean_error()
         spread = _quietly(np.nanstd, size.error, ddof=1) if len(size.seeds) > 1 else None
         counts = np.sum(np.isfinite(size.error), axis=0)
-        compute.append(size.compute)
         error.append(mean)
         std.append(np.zeros_like(mean) if spread is None else np.nan_to_num(spread))
         seeds.append(counts)
         sizes += [size.learner_size] * mean.size
-    all_compute, all_error = np.concatenate(compute), np.concatenate(error)
-    finite = np.flatnonzero(np.isfinite(all_error))
-    keep = finite[envelope_indices(all_compute[finite], all_error[finite])]
+    all_compute, all_error, keep = _envelope(runs, error)
     point_seeds = np.concatenate(seeds)[keep]
     return Frontier(
         label=runs.label,
@@ -182,17 +180,20 @@ def frontier_of(runs: SeedRuns) -> Frontier:
 
 
 def resample_frontier(runs: SeedRuns, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
-    """The frontier after drawing each learner size's seeds with replacement."""
-    compute, error = [], []
-    for size in runs.sizes:
-        n = len(size.seeds)
-        compute.append(size.compute)
-        error.append(size.mean_error(rng.integers(0, n, n)))
-    all_compute, all_error = np.concatenate(compute), np.concatenate(error)
-    finite = np.isfinite(all_error)
-    all_compute, all_error = all_compute[finite], all_error[finite]
-    keep = envelope_indices(all_compute, all_error)
-    return all_compute[keep], all_error[keep]
+    """The frontier after drawing each learner size's seeds with replacement (with one seed
+    per size: the frontier itself)."""
+    means = [s.mean_error(rng.integers(0, len(s.seeds), len(s.seeds))) for s in runs.sizes]
+    compute, error, keep = _envelope(runs, means)
+    return compute[keep], error[keep]
+
+
+def _envelope(runs: SeedRuns, means: list[FloatArray]) -> tuple[FloatArray, FloatArray, IntArray]:
+    """All evaluations of a curve (compute, per-size mean ``means``) and the indices of its
+    lower envelope among the finite ones."""
+    compute = np.concatenate([size.compute for size in runs.sizes])
+    error = np.concatenate(means)
+    finite = np.flatnonzero(np.isfinite(error))
+    return compute, error, finite[envelope_indices(compute[finite], error[finite])]
 
 
 def frontiers(frame: pd.DataFrame) -> list[Frontier]:
