@@ -159,7 +159,8 @@ def _execute_with_progress(
         ids = {j.run_id for j in jobs}
 
         def update() -> None:
-            done = sum(1 for r in store.runs(sweep_name, ["completed", "failed"]) if r.id in ids)
+            finished = store.run_states(sweep_name, ["completed", "failed"])  # light columns
+            done = sum(1 for run_id, *_ in finished if run_id in ids)
             progress.update(task, completed=done)
 
         executor.launch(jobs, update)

@@ -11,11 +11,13 @@ import yaml
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def need_service(available: bool, what: str) -> None:
-    """Skip locally when a real service is missing; under CI=true, fail instead."""
+def need_service(
+    available: bool, what: str, hint: str = "start it with the script named in README"
+) -> None:
+    """Skip locally when a real service (or shared data) is missing; under CI=true, fail."""
     if available:
         return
-    message = f"{what} is not available (start it with the script named in README)"
+    message = f"{what} is not available ({hint})"
     if IN_CI:
         pytest.fail(f"CI=true: {message}")
     pytest.skip(message)  # reached only without CI=true (under CI the line above fails)

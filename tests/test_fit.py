@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from analysis.fit import (
 )
 from analysis.frontier import lower_envelope
 from orchestrator.errors import FitError
+from tests.conftest import need_service
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "scaling"
 
@@ -264,11 +264,7 @@ def test_lower_envelope_keeps_strict_improvements() -> None:
 def fixture(name: str) -> Path:
     """A file of the shared scaling fixtures; skips (fails under CI=true) when absent."""
     path = FIXTURES / name
-    if not path.is_file():
-        message = f"scaling fixture {path} is missing"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}; CI=true requires the shared fixtures")
-        pytest.skip(f"{message} (skipped outside CI; under CI=true this fails)")
+    need_service(path.is_file(), f"scaling fixture {path}", "../shared sits beside the checkout")
     return path
 
 
