@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from orchestrator.spec import Sweep
 
 console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: an error stays one line (greppable in job logs) instead of wrapping at 80 columns.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------
