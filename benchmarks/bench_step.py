@@ -4,7 +4,9 @@
    model, batch and optimizer (target: >= 0.95x).
 2. A prioritized (learnability) step vs the sum of its parts timed separately: learner step on
    B + scorer forward on B/rho + reference forward on B/rho + scorer step on B (target:
-   <= 1.10x).
+   <= 1.10x). The step draws super-batches a block of steps ahead and its pretrained reference
+   scores a block in one pass (trainers/lookahead.py); the last column is the same step with
+   one draw and one reference pass per step, for comparison.
 3. A learner step with fused AdamW (the default) vs AdamW's per-tensor loop.
 
     python benchmarks/bench_step.py [--threads 2] [--steps 300]
@@ -41,7 +43,7 @@ from trainers.optim import Trainee, build_optimizer
 from trainers.tasks import TASKS, data_spec
 
 
-def timed(fn: Callable[[], None], steps: int) -> float:
+def timed(fn: Callable[[], object], steps: int) -> float:
     """Seconds per call of fn, over ``steps`` calls."""
     start = time.perf_counter()
     for _ in range(steps):
@@ -68,14 +70,15 @@ def bench_config(learner: str, batch: int, policy: str, keep: float) -> RunConfi
     ).resolved()
 
 
-def prepared(cfg: RunConfig) -> tuple[Splits, TrainState, Schedule]:
+def prepared(cfg: RunConfig, lookahead: int | None = None) -> tuple[Splits, TrainState, Schedule]:
     """Data and a fresh train state for ``cfg`` (the reference, if any, pretrained in a tmp dir)."""
     splits = load_splits(cfg.dataset)
     with TemporaryDirectory() as tmp:
         ctx = RunContext(workdir=Path(tmp))
         models = build_models(cfg, splits, ctx, torch.device("cpu"))
         schedule = plan_schedule(cfg, models, data_spec(splits))
-        return splits, build_state(cfg, models, splits, schedule, ctx), schedule
+        state = build_state(cfg, models, splits, schedule, ctx, lookahead=lookahead)
+        return splits, state, schedule
 
 
 def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float, float]:
@@ -113,9 +116,14 @@ def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float,
 
 def prioritized_vs_parts(
     learner: str, batch: int, keep: float, steps: int, reps: int
-) -> tuple[float, float, dict[str, float]]:
+) -> tuple[float, float, float, float, dict[str, float]]:
+    """Seconds per step; its ratio to the sum of the parts, and that ratio drawing one step at a
+    time; seconds for the sum of parts and for each part. A ratio is the median over repetitions
+    of the step's time over its parts' times in the same repetition, so that a slow spell of a
+    shared machine hits both."""
     cfg = bench_config(learner, batch, "learnability", keep)
     splits, state, schedule = prepared(cfg)
+    _, single_state, _ = prepared(cfg, lookahead=1)
     autocast = autocast_for(torch.device("cpu"))
     assert state.scorer is not None and state.reference is not None
     super_batch = cfg.selection.super_batch_size(batch)
@@ -139,6 +147,9 @@ def prioritized_vs_parts(
     def ours() -> None:
         train_step(state, cfg, schedule, splits, autocast)
 
+    def single_step() -> None:
+        train_step(single_state, cfg, schedule, splits, autocast)
+
     parts = {
         "learner_step": learner_step,
         "scorer_forward": scorer_forward,
@@ -146,13 +157,25 @@ def prioritized_vs_parts(
         "scorer_step": scorer_step,
     }
     ours_t: list[float] = []
+    ratios: list[float] = []
+    single_ratios: list[float] = []
     part_t: dict[str, list[float]] = {k: [] for k in parts}
     for _ in range(reps):
         ours_t.append(timed(ours, steps))
+        single = timed(single_step, steps)
         for name, fn in parts.items():
             part_t[name].append(timed(fn, steps))
+        summed = sum(times[-1] for times in part_t.values())
+        ratios.append(ours_t[-1] / summed)
+        single_ratios.append(single / summed)
     medians = {k: statistics.median(v) for k, v in part_t.items()}
-    return statistics.median(ours_t), sum(medians.values()), medians
+    return (
+        statistics.median(ours_t),
+        statistics.median(ratios),
+        statistics.median(single_ratios),
+        sum(medians.values()),
+        medians,
+    )
 
 
 def fused_vs_loop(learner: str, batch: int, steps: int, reps: int) -> tuple[float, float]:
@@ -161,7 +184,7 @@ def fused_vs_loop(learner: str, batch: int, steps: int, reps: int) -> tuple[floa
     splits = load_splits(cfg.dataset)
     x, y = splits.train_x[:batch], splits.train_y[:batch]
 
-    def stepper(fused: bool) -> Callable[[], None]:
+    def stepper(fused: bool) -> Callable[[], object]:
         model = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
         optimizer, scheduler = build_optimizer(model, cfg.optimizer, steps * reps, fused=fused)
         learner = Trainee(model, optimizer, scheduler, TASKS["classification"].loss)
@@ -193,13 +216,17 @@ def main() -> None:
         print(f"{learner:>8} {batch:>5} {ours * 1e3:9.3f} {bare * 1e3:9.3f} {bare / ours:17.3f}")
     print("\nLearnability step vs the sum of its parts (target: ratio <= 1.10)")
     print(
-        f"{'learner':>8} {'B':>5} {'keep':>5} {'ours ms':>9} {'parts ms':>9} {'ratio':>7}   parts"
+        f"{'learner':>8} {'B':>5} {'keep':>5} {'ours ms':>9} {'parts ms':>9} {'ratio':>7}"
+        f" {'1-step ratio':>13}   parts"
     )
     for learner, batch, keep in [("l", 64, 0.25), ("xl", 256, 0.25), ("xxl", 256, 0.1)]:
-        ours, total, parts = prioritized_vs_parts(learner, batch, keep, args.steps, args.reps)
+        ours, ratio, single, total, parts = prioritized_vs_parts(
+            learner, batch, keep, args.steps, args.reps
+        )
         detail = ", ".join(f"{k} {v * 1e3:.3f}" for k, v in parts.items())
         print(
-            f"{learner:>8} {batch:>5} {keep:>5} {ours * 1e3:9.3f} {total * 1e3:9.3f} {ours / total:7.3f}   {detail}"
+            f"{learner:>8} {batch:>5} {keep:>5} {ours * 1e3:9.3f} {total * 1e3:9.3f}"
+            f" {ratio:7.3f} {single:13.3f}   {detail}"
         )
     print("\nLearner step: fused AdamW (default) vs AdamW's per-tensor loop")
     print(f"{'learner':>8} {'B':>5} {'fused ms':>9} {'loop ms':>9} {'speed-up':>9}")

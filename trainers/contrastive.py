@@ -186,6 +186,7 @@ class Contrastive:
     """Two-tower contrastive learning of signals and captions (see the module docstring)."""
 
     name = "contrastive"
+    independent_rows = False  # a pair's loss has the other pairs of its chunk as negatives
 
     def __init__(self, chunk: int | None = None) -> None:
         self.chunk = chunk  # None: the whole super-batch is one chunk

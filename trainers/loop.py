@@ -2,7 +2,8 @@
 
 Each learner step (Evans et al. 2023, Algorithm 1; Mindermann et al. 2022, Algorithm 1):
 
-1. draw a super-batch of B / rho examples;
+1. draw a super-batch of B / rho examples (``trainers/lookahead.py`` draws a block of steps'
+   super-batches at once, and a pretrained reference scores them in one pass);
 2. score every example with the models the policy needs (learner, online scorer, reference);
 3. keep B of them (top-k or softmax sampling);
 4. train the learner on the B kept examples, and the online scorer on the same B;
@@ -19,7 +20,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ from torch import nn
 
 from orchestrator.errors import ConfigError
 from trainers.config import RunConfig
-from trainers.data import BatchSource, DataConfig, Splits, load_splits, make_source
+from trainers.data import DataConfig, Splits, load_splits, make_source
 from trainers.flops import FlopLedger, FlopMeter, measure_train_flops
+from trainers.lookahead import BlockScorer, Lookahead, lookahead_steps
 from trainers.models import ModelConfig, count_params
 from trainers.optim import Trainee, build_optimizer
 from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain
@@ -70,10 +72,11 @@ class TrainState:
     scorer: Trainee | None
     reference: nn.Module | None
     reference_trainee: Trainee | None  # a parallel reference trains; a pretrained one does not
-    source: BatchSource
+    draws: Lookahead  # super-batches, and a pretrained reference's losses on them
     ledger: FlopLedger
     generator: torch.Generator  # selection sampling and parallel-reference batches
-    selected_corrupted: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    corrupted_kept: torch.Tensor  # count, on the device: summed each step without a sync
+    examples_kept: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -93,11 +96,11 @@ class TrainState:
             "learner": self.learner.state_dict(),
             "scorer": self.scorer.state_dict() if self.scorer else None,
             "reference": self.reference_trainee.state_dict() if self.reference_trainee else None,
-            "source": self.source.state_dict(),
+            "draws": self.draws.state_dict(),
             "ledger": self.ledger.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "selected_corrupted": list(self.selected_corrupted),
+            "selected_corrupted": [float(self.corrupted_kept), float(self.examples_kept)],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -107,11 +110,13 @@ class TrainState:
             self.scorer.load_state_dict(state["scorer"])
         if self.reference_trainee:
             self.reference_trainee.load_state_dict(state["reference"])
-        self.source.load_state_dict(state["source"])
+        self.draws.load_state_dict(state["draws"])
         self.ledger.load_state_dict(state["ledger"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        self.selected_corrupted = list(state["selected_corrupted"])
+        kept, examples = state["selected_corrupted"]
+        self.corrupted_kept.fill_(int(kept))
+        self.examples_kept = int(examples)
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,31 @@ def build_models(cfg: RunConfig, splits: Splits, ctx: RunContext, device: torch.
     return Models(learner, scorer, reference, flops)
 
 
+def block_scorer(task: Task, model: nn.Module, super_batch: int, autocast: Any) -> BlockScorer:
+    """A frozen model's per-example losses on a block of super-batches: in one pass where an
+    example's loss does not depend on the rest of its super-batch, else one super-batch at a time."""
+    if task.independent_rows:
+        return lambda x, y: per_example_loss(task, model, x, y, autocast)
+    return lambda x, y: torch.cat(
+        [
+            per_example_loss(task, model, x[i : i + super_batch], y[i : i + super_batch], autocast)
+            for i in range(0, len(x), super_batch)
+        ]
+    )
+
+
 def build_state(
-    cfg: RunConfig, models: Models, splits: Splits, schedule: Schedule, ctx: RunContext
+    cfg: RunConfig,
+    models: Models,
+    splits: Splits,
+    schedule: Schedule,
+    ctx: RunContext,
+    *,
+    lookahead: int | None = None,
 ) -> TrainState:
+    """A fresh train state. ``lookahead``: steps of super-batches drawn at once (default: as
+    many as fit in ``trainers.lookahead.LOOKAHEAD_BYTES``)."""
+
     def trainee(model: nn.Module, lr: float | None) -> Trainee:
         optimizer, scheduler = build_optimizer(model, cfg.optimizer, schedule.total_steps, lr=lr)
         return Trainee(model, optimizer, scheduler, TASKS[cfg.task].loss)
@@ -184,6 +211,22 @@ def build_state(
     ledger = FlopLedger(cfg.reference_cost, ctx.reference_share)
     ledger.add("reference_pretrain", models.reference_pretrain_flops)
     parallel = cfg.reference is not None and cfg.reference.mode == "parallel"
+    device = next(models.learner.parameters()).device
+    size = cfg.selection.super_batch_size(cfg.batch_size)
+    scores_reference = "reference" in POLICIES[cfg.selection.policy].needs
+    frozen = models.reference if scores_reference and not parallel else None
+    draws = Lookahead(
+        make_source(cfg.dataset, splits, cfg.seed),
+        size,
+        schedule.total_steps,
+        device,
+        block=lookahead or lookahead_steps(size, splits.input_shape),
+        reference=(
+            block_scorer(task_for(cfg), frozen, size, autocast_for(device))
+            if frozen is not None
+            else None
+        ),
+    )
     return TrainState(
         step=0,
         learner=trainee(models.learner, cfg.learner.lr),
@@ -194,9 +237,10 @@ def build_state(
             if parallel and models.reference is not None and cfg.reference
             else None
         ),
-        source=make_source(cfg.dataset, splits, cfg.seed),
+        draws=draws,
         ledger=ledger,
         generator=torch.Generator().manual_seed(cfg.seed),
+        corrupted_kept=torch.zeros((), dtype=torch.long, device=device),
     )
 
 
@@ -205,17 +249,17 @@ def train_step(
 ) -> torch.Tensor:
     """One learner step: super-batch -> scores -> selection -> learner and scorer updates.
     Returns the learner's loss on the selected batch."""
-    device = state.device
     policy, task = POLICIES[cfg.selection.policy], task_for(cfg)
     B = cfg.batch_size
-    x, y, corrupted = state.source.next(cfg.selection.super_batch_size(B))
-    x, y = x.to(device), y.to(device)
+    draw = state.draws.next()  # on the device already
+    x, y, corrupted = draw.x, draw.y, draw.corrupted
 
     if policy.needs:
         scoring_models = state.scoring_models()
-        losses: Losses = {}
+        losses: Losses = draw.losses  # a pretrained reference's, computed for a block at once
         for role in policy.needs:
-            losses[role] = per_example_loss(task, scoring_models[role], x, y, autocast)
+            if role not in losses:
+                losses[role] = per_example_loss(task, scoring_models[role], x, y, autocast)
         keep = select(
             policy.score(losses),
             B,
@@ -225,20 +269,20 @@ def train_step(
         )
         # index_select: a row gather with a third of advanced indexing's overhead on CPU.
         x, y = x.index_select(0, keep), y.index_select(0, keep)
-        corrupted = corrupted.index_select(0, keep.cpu())
+        corrupted = corrupted.index_select(0, keep)
 
     loss = state.learner.train_step(x, y, autocast)
     if state.scorer:
         state.scorer.train_step(x, y, autocast)
     if state.reference_trainee:  # parallel reference: IID batches of the clean split
         idx = torch.randint(len(splits.clean_y), (B,), generator=state.generator)
-        rx, ry = splits.clean_x[idx].to(device), splits.clean_y[idx].to(device)
+        rx, ry = splits.clean_x[idx].to(state.device), splits.clean_y[idx].to(state.device)
         state.reference_trainee.train_step(rx, ry, autocast)
 
     for counter, flops in schedule.step_charges:
         state.ledger.add(counter, flops)
-    state.selected_corrupted[0] += int(corrupted.count_nonzero())
-    state.selected_corrupted[1] += len(corrupted)
+    state.corrupted_kept += corrupted.sum()
+    state.examples_kept += len(corrupted)
     state.step += 1
     return loss
 
@@ -333,11 +377,10 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
         evaluate = state.step in schedule.eval_steps
         if evaluate:
             metrics = task.evaluate(state.learner.model, splits, cfg.eval.batch_size, autocast)
-            seen, total = state.selected_corrupted
             metrics |= state.ledger.metrics() | {
                 "train_loss": float(train_loss),
                 "step": state.step,
-                "selected_corrupted": seen / max(1.0, total),
+                "selected_corrupted": float(state.corrupted_kept) / max(1, state.examples_kept),
             }
             logger.log_metrics(metrics, step=state.step)
         stop = bool(

@@ -50,6 +50,7 @@ class Classification:
     """Cross-entropy of class logits; per-example score = the example's cross-entropy."""
 
     name = "classification"
+    independent_rows = True  # an example's loss does not depend on the rest of its batch
 
     def build(self, cfg: ModelConfig, spec: DataSpec, seed: int) -> nn.Module:
         return build_model(cfg, spec.input_shape, spec.num_classes, seed)
@@ -86,6 +87,9 @@ class Task(Protocol):
     """The interface every task implements (see the module docstring)."""
 
     name: str
+    # True when an example's per-example loss does not depend on the other examples scored
+    # with it; a frozen model may then score several super-batches in one pass.
+    independent_rows: bool
 
     def build(self, cfg: ModelConfig, spec: DataSpec, seed: int) -> nn.Module: ...
 
