@@ -217,11 +217,17 @@ def test_transfer_reference_with_other_shapes_fails_before_training(tmp_path: Pa
         )
 
 
-@pytest.mark.parametrize("policy", ["iid", "learnability", "rho_loss"])
-def test_estimate_matches_the_ledger(tmp_path: Path, policy: str) -> None:
+@pytest.mark.parametrize(
+    ("policy", "clean_size"),
+    [("iid", 128), ("learnability", 128), ("rho_loss", 128), ("learnability", 40)],
+)
+def test_estimate_matches_the_ledger(tmp_path: Path, policy: str, clean_size: int) -> None:
+    """Also when the clean split (40) is smaller than the reference's batch (64), so that
+    pretraining takes batches of the whole split."""
     from trainers.loop import estimate_flops
 
-    overrides = {"selection": {"policy": policy, "keep": 0.5}}
+    data = {"train_size": 512, "test_size": 256, "clean_size": clean_size, "label_noise": 0.3}
+    overrides = {"selection": {"policy": policy, "keep": 0.5}, "dataset": data}
     cfg = RunConfig.model_validate(tiny_run_config(**overrides)).resolved()
     final = run(tmp_path, **overrides).history[-1][1]
     assert estimate_flops(cfg).total == pytest.approx(final["flops"])

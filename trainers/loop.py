@@ -35,7 +35,7 @@ from trainers.flops import FlopLedger, FlopMeter, measure_train_flops
 from trainers.lookahead import BlockScorer, Lookahead, lookahead_steps
 from trainers.models import ModelConfig, count_params
 from trainers.optim import Trainee, build_optimizer
-from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain
+from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain, reference_data
 from trainers.selection import POLICIES, Losses, select
 from trainers.tasks import TASKS, DataSpec, Task, data_spec, task_for
 from trainers.tracking import MetricLogger
@@ -408,12 +408,18 @@ class FlopEstimate:
 
 
 @functools.lru_cache(maxsize=64)
-def _dataset_spec(data_json: str) -> DataSpec:
-    """Shapes of a dataset; loads files, so a missing or malformed file fails here."""
+def _dataset_facts(data_json: str) -> tuple[DataSpec, int]:
+    """Shapes of a dataset and the size of its clean split; loads files, so a missing or
+    malformed file fails here."""
     data = DataConfig.model_validate_json(data_json)
     if data.name == "mnist1d":  # known without generating any data
-        return DataSpec(input_shape=(40,), num_classes=10)
-    return data_spec(load_splits(data))
+        return DataSpec(input_shape=(40,), num_classes=10), data.clean_size
+    splits = load_splits(data)
+    return data_spec(splits), len(splits.clean_y)
+
+
+def _dataset_spec(data_json: str) -> DataSpec:
+    return _dataset_facts(data_json)[0]
 
 
 def preflight(configs: Iterable[RunConfig]) -> None:
@@ -455,7 +461,10 @@ def estimate_flops(cfg: RunConfig) -> FlopEstimate:
     reference = build(cfg.reference, cfg.uses_reference)
     pretrain = 0.0
     if cfg.reference is not None and reference is not None and cfg.reference.mode == "pretrained":
-        x, y = task.dummy_batch(cfg.reference.batch_size, spec, torch.device("cpu"))
+        # as trainers.reference.pretrain: batches never larger than the clean split it trains on
+        clean = _dataset_facts(reference_data(cfg).model_dump_json())[1]
+        batch = min(cfg.reference.batch_size, clean)
+        x, y = task.dummy_batch(batch, spec, torch.device("cpu"))
         pretrain = cfg.reference.steps * float(measure_train_flops(reference, x, y, task.loss))
     models = Models(
         learner=task.build(cfg.learner, spec, 0),
