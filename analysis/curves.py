@@ -45,6 +45,10 @@ class SizeRuns:
         """Error averaged over seeds (all of them, or the given rows, repeats allowed)."""
         return _quietly(np.nanmean, self.error if rows is None else self.error[rows])
 
+    def error_range(self) -> tuple[FloatArray, FloatArray]:
+        """Best and worst seed's error at each step."""
+        return _quietly(np.nanmin, self.error), _quietly(np.nanmax, self.error)
+
 
 def _quietly(reduce: Callable[..., FloatArray], values: FloatArray, **kwargs: int) -> FloatArray:
     """Apply a nan-reduction, silencing 'Mean of empty slice': an all-NaN column stays NaN."""

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, PercentFormatter
 
 from analysis.bootstrap import SeedBootstrap
-from analysis.curves import Frontier
+from analysis.curves import Frontier, SeedRuns
 from analysis.fit import CurveFit
 from analysis.multiplier import MultiplierCurve, SizeSavings
 
@@ -176,32 +176,24 @@ def savings_ratio_plot(rows: list[SizeSavings]) -> Figure:
     return fig
 
 
-def learning_curves_plot(frame: pd.DataFrame) -> Figure:
-    """Error vs FLOPs of every learner size, one panel per policy (seeds averaged, shaded
-    between the best and worst seed)."""
-    policies = sorted(frame["policy"].unique(), key=lambda p: (p != "iid", p))
-    fig, axes = plt.subplots(
-        1, len(policies), figsize=(4 * len(policies), 3.6), sharey=True, squeeze=False
-    )
-    sizes = sorted(
-        frame["learner_size"].unique(),
-        key=lambda s: frame.loc[frame["learner_size"] == s, "learner_params"].iloc[0],
-    )
+def learning_curves_plot(runs: list[SeedRuns]) -> Figure:
+    """Error vs FLOPs of every learner size, one panel per curve (a policy, and its scorer size
+    where the sweep varies it; seeds averaged, shaded between the best and worst seed)."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.6), sharey=True, squeeze=False)
+    params = {s.learner_size: s.learner_params for curve in runs for s in curve.sizes}
+    sizes = sorted(params, key=lambda size: (params[size], size))
     cmap = plt.get_cmap("viridis")
-    for ax, policy in zip(axes[0], policies, strict=True):
-        part = frame[frame["policy"] == policy]
-        for j, size in enumerate(sizes):
-            by_step = part[part["learner_size"] == size].groupby("eval_step")
-            curve = by_step[["flops", "error"]].mean()
-            if not len(curve):
-                continue
+    for ax, curve in zip(axes[0], runs, strict=True):
+        for size in curve.sizes:
+            j = sizes.index(size.learner_size)
             c = cmap(0.85 * j / max(1, len(sizes) - 1))
-            ax.plot(curve["flops"], curve["error"], "-", color=c, lw=1.4, label=str(size))
-            low, high = by_step["error"].min(), by_step["error"].max()
-            ax.fill_between(curve["flops"], low, high, color=c, alpha=0.2, lw=0)
+            error = size.mean_error()
+            ax.plot(size.compute, error, "-", color=c, lw=1.4, label=size.learner_size)
+            low, high = size.error_range()
+            ax.fill_between(size.compute, low, high, color=c, alpha=0.2, lw=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(policy)
+        ax.set_title(curve.label)
         ax.set_xlabel("total FLOPs")
         _style(ax)
     axes[0][0].set_ylabel("test error")

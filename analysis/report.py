@@ -197,11 +197,12 @@ def write_report(
             "Each point: one learner size, target = IID's final error at that size "
             "(seed-averaged learning curves, log-log interpolation; bars: bootstrap over seeds).",
         )
-    if not usable.empty:
+    if runs:
         figures["learning_curves"] = (
-            learning_curves_plot(usable),
+            learning_curves_plot(runs),
             "Learning curves per learner size",
-            "Error vs total FLOPs of each learner size, mean over seeds; shaded: best to worst seed.",
+            "Error vs total FLOPs of each learner size, one panel per curve, mean over seeds; "
+            "shaded: best to worst seed.",
         )
     images: dict[str, str] = {}
     plots: list[Path] = []

@@ -15,7 +15,9 @@ from matplotlib import image as mpimg
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from analysis.curves import seed_runs
 from analysis.load import LoadError
+from analysis.plots import learning_curves_plot
 from analysis.report import write_report
 from tests.conftest import need_service
 from tests.test_curves import synthetic_frame
@@ -118,6 +120,26 @@ def test_report_compares_scorers_and_states_its_method(store: str, tmp_path: Pat
     assert "smallest scorer keeping ≥ 90% of the best savings" in page
     md = result.markdown.read_text()
     assert "## Compute multiplier vs IID" in md and "learnability (scorer xxs)" in md
+
+
+def test_learning_curves_have_one_panel_per_curve() -> None:
+    """Two scorer sizes of one policy are two panels, not one line averaged over both."""
+    runs = seed_runs(comparison_frame())
+    fig = learning_curves_plot(runs)
+    assert (
+        [ax.get_title() for ax in fig.axes]
+        == [r.label for r in runs]
+        == [
+            "iid",
+            "learnability (scorer xxxs)",
+            "learnability (scorer xxs)",
+        ]
+    )
+    for ax, curve in zip(fig.axes, runs, strict=True):
+        lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+        assert lines.keys() == {size.learner_size for size in curve.sizes}
+        for size in curve.sizes:
+            assert np.allclose(lines[size.learner_size], size.mean_error())
 
 
 def test_bad_values_are_skipped_and_named(store: str, tmp_path: Path) -> None:
