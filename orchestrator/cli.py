@@ -197,7 +197,7 @@ def _print_plan(sweep: Sweep, flops_per_second: float | None) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from orchestrator.plan import plan
+    from orchestrator.plan import PlanSummary, plan
 
     sweep = _load_for_slurm(args)
     rate = args.flops_per_second or sweep.settings.plan.flops_per_second
@@ -207,15 +207,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     table = Table(title=f"sweep {sweep.name}: cost estimate at {rate:.3g} FLOP/s per GPU")
     for column in ("learner size", "runs", "FLOPs", "GPU-hours"):
         table.add_column(column, justify="right")
+    total, distinct = 0.0, 0
     for size, configs in by_size.items():
         part = plan(configs, rate)  # type: ignore[arg-type]
+        total, distinct = total + part.total_flops, distinct + part.distinct_costs
         table.add_row(size, str(part.runs), f"{part.total_flops:.3g}", f"{part.gpu_hours:.3g}")
     console.print(table)
     if any(run.tuned for run in sweep.runs):
         from orchestrator.tune import tuned_table
 
         console.print(tuned_table(sweep))
-    _print_plan(sweep, rate)
+    # Sizes have disjoint cost keys, so their parts sum to the whole without measuring again.
+    console.print(f"plan: {PlanSummary(len(sweep.runs), distinct, total, rate).line()}")
     return 0
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -120,6 +120,20 @@ class InlineExecutor:
             on_progress()
 
 
+def local_executor(folder: Path, threads: int) -> Any:
+    """A submitit LocalExecutor whose processes use ``threads`` threads. They are capped in the
+    child's environment too: numpy/OpenBLAS (data generation) read it at import, before
+    torch.set_num_threads in the worker can act."""
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=folder / "%j")
+    executor.update_parameters(
+        timeout_min=60 * 24 * 7,
+        setup=[f"export OMP_NUM_THREADS={threads}", f"export OPENBLAS_NUM_THREADS={threads}"],
+    )
+    return executor
+
+
 class LocalExecutor:
     """Parallel subprocesses through submitit's LocalExecutor, at most ``max_parallel`` at once."""
 
@@ -134,14 +148,7 @@ class LocalExecutor:
     def launch(self, jobs: Sequence[RunJob], on_progress: Callable[[], None]) -> None:
         import submitit
 
-        executor = submitit.LocalExecutor(folder=self.folder / "%j")
-        # Threads are capped in the child's environment too: numpy/OpenBLAS (data generation)
-        # read it at import, before torch.set_num_threads in the worker can act.
-        threads = int(self.threads)
-        executor.update_parameters(
-            timeout_min=60 * 24 * 7,
-            setup=[f"export OMP_NUM_THREADS={threads}", f"export OPENBLAS_NUM_THREADS={threads}"],
-        )
+        executor = local_executor(self.folder, self.threads)
         pending = list(jobs)
         running: list[submitit.Job[str]] = []
         while pending or running:

@@ -661,14 +661,9 @@ def make_tune_jobs(sweep: Sweep, workers: int, threads: int | None) -> list[Tune
 
 def launch_local(jobs: Sequence[TuneJob], folder: Path) -> list[Any]:
     """One local process per worker (submitit LocalExecutor); returns the submitit jobs."""
-    import submitit
+    from orchestrator.executors import local_executor
 
-    executor = submitit.LocalExecutor(folder=folder / "%j")
-    threads = jobs[0].threads or 1 if jobs else 1
-    executor.update_parameters(
-        timeout_min=60 * 24 * 7,
-        setup=[f"export OMP_NUM_THREADS={threads}", f"export OPENBLAS_NUM_THREADS={threads}"],
-    )
+    executor = local_executor(folder, jobs[0].threads or 1 if jobs else 1)
     try:
         return [executor.submit(run_worker, job) for job in jobs]
     except Exception as err:
