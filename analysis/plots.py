@@ -179,11 +179,18 @@ def savings_ratio_plot(rows: list[SizeSavings]) -> Figure:
 def learning_curves_plot(runs: list[SeedRuns]) -> Figure:
     """Error vs FLOPs of every learner size, one panel per curve (a policy, and its scorer size
     where the sweep varies it; seeds averaged, shaded between the best and worst seed)."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.6), sharey=True, squeeze=False)
+    cols = min(4, len(runs))
+    rows = -(-len(runs) // cols)
+    fig, grid = plt.subplots(
+        rows, cols, figsize=(4 * cols, 3.2 * rows + 0.4), sharey=True, squeeze=False
+    )
+    axes = grid.ravel()
+    for ax in axes[len(runs) :]:
+        ax.set_visible(False)
     params = {s.learner_size: s.learner_params for curve in runs for s in curve.sizes}
     sizes = sorted(params, key=lambda size: (params[size], size))
     cmap = plt.get_cmap("viridis")
-    for ax, curve in zip(axes[0], runs, strict=True):
+    for ax, curve in zip(axes, runs, strict=False):
         for size in curve.sizes:
             j = sizes.index(size.learner_size)
             c = cmap(0.85 * j / max(1, len(sizes) - 1))
@@ -195,9 +202,11 @@ def learning_curves_plot(runs: list[SeedRuns]) -> Figure:
         ax.set_yscale("log")
         ax.set_title(curve.label)
         ax.set_xlabel("total FLOPs")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a panel under a decade wide: no clutter
         _style(ax)
-    axes[0][0].set_ylabel("test error")
-    axes[0][-1].legend(title="learner", fontsize=7, frameon=False)
+    for row in grid:
+        row[0].set_ylabel("test error")
+    axes[len(runs) - 1].legend(title="learner", fontsize=7, frameon=False)
     fig.suptitle("Learning curves per learner size (mean over seeds; shaded: min–max)", fontsize=10)
     fig.tight_layout()
     return fig
