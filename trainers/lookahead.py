@@ -80,33 +80,31 @@ class Lookahead:
         self._start_state = source.state_dict()
         self._steps = 0  # steps in the current block (0: not drawn yet)
         self._used = 0  # steps already taken from it
-        self._buffer: tuple[torch.Tensor, ...] = ()
-        self._reference_losses: torch.Tensor | None = None
+        self._draws: list[Draw] = []  # the current block's, one per step
 
     def next(self) -> Draw:
-        if not self._buffer or self._used == self._steps:
+        if not self._draws or self._used == self._steps:
             self._draw_block()
-        s = slice(self._used * self.size, (self._used + 1) * self.size)
         self._used += 1
-        x, y, corrupted = (t[s] for t in self._buffer)
-        if self._reference_losses is None:
-            return Draw(x, y, corrupted)
-        return Draw(x, y, corrupted, {"reference": self._reference_losses[s]})
+        return self._draws[self._used - 1]
 
     def _draw_block(self) -> None:
-        if self._buffer:  # the current block is used up: the next one starts where it ended
+        if self._draws:  # the current block is used up: the next one starts where it ended
             self._start += self._steps
             self._start_state = self.source.state_dict()
             self._used = 0
         # Never past the last step (those passes would go uncharged); past it, one step at a time.
         self._steps = max(1, min(self.block, self.total_steps - self._start))
-        x, y, corrupted = self.source.next(self._steps * self.size)
-        self._buffer = (x.to(self.device), y.to(self.device), corrupted.to(self.device))
+        x, y, corrupted = (t.to(self.device) for t in self.source.next(self._steps * self.size))
+        # Views, one per step, made here at once (cheaper than slicing at every step).
+        steps = zip(x.split(self.size), y.split(self.size), corrupted.split(self.size), strict=True)
+        self._draws = [Draw(*step) for step in steps]
         if self.reference is not None:
-            self._reference_losses = self.reference(*self._buffer[:2])
+            for draw, loss in zip(self._draws, self.reference(x, y).split(self.size), strict=True):
+                draw.losses["reference"] = loss
 
     def state_dict(self) -> dict[str, Any]:
-        if self._buffer and self._used == self._steps:  # used up: the next block starts here
+        if self._draws and self._used == self._steps:  # used up: the next block starts here
             return {
                 "block_start": self._start + self._used,
                 "source": self.source.state_dict(),
@@ -118,4 +116,4 @@ class Lookahead:
         self.source.load_state_dict(state["source"])
         self._start, self._start_state = state["block_start"], state["source"]
         self._used = state["used"]  # skipped when the block is drawn again, at the next step
-        self._steps, self._buffer, self._reference_losses = 0, (), None
+        self._steps, self._draws = 0, []

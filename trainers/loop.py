@@ -256,10 +256,11 @@ def train_step(
 
     if policy.needs:
         scoring_models = state.scoring_models()
-        losses: Losses = draw.losses  # a pretrained reference's, computed for a block at once
-        for role in policy.needs:
-            if role not in losses:
-                losses[role] = per_example_loss(task, scoring_models[role], x, y, autocast)
+        losses: Losses = dict(draw.losses)  # a pretrained reference's, computed for the block
+        with torch.no_grad(), autocast():
+            for role in policy.needs:
+                if role not in losses:
+                    losses[role] = task.per_example_loss(scoring_models[role], x, y).float()
         keep = select(
             policy.score(losses),
             B,
