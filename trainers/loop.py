@@ -75,8 +75,8 @@ class TrainState:
     draws: Lookahead  # super-batches, and a pretrained reference's losses on them
     ledger: FlopLedger
     generator: torch.Generator  # selection sampling and parallel-reference batches
-    corrupted_kept: torch.Tensor  # count, on the device: summed each step without a sync
-    examples_kept: int = 0
+    # Corrupted examples among those kept (B a step), counted on the device: no sync a step.
+    corrupted_kept: torch.Tensor
 
     @property
     def device(self) -> torch.device:
@@ -100,7 +100,7 @@ class TrainState:
             "ledger": self.ledger.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "selected_corrupted": [float(self.corrupted_kept), float(self.examples_kept)],
+            "corrupted_kept": int(self.corrupted_kept),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -114,9 +114,7 @@ class TrainState:
         self.ledger.load_state_dict(state["ledger"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        kept, examples = state["selected_corrupted"]
-        self.corrupted_kept.fill_(int(kept))
-        self.examples_kept = int(examples)
+        self.corrupted_kept.fill_(state["corrupted_kept"])
 
 
 @dataclass(frozen=True)
@@ -257,10 +255,9 @@ def train_step(
     if policy.needs:
         scoring_models = state.scoring_models()
         losses: Losses = dict(draw.losses)  # a pretrained reference's, computed for the block
-        with torch.no_grad(), autocast():
-            for role in policy.needs:
-                if role not in losses:
-                    losses[role] = task.per_example_loss(scoring_models[role], x, y).float()
+        for role in policy.needs:
+            if role not in losses:
+                losses[role] = per_example_loss(task, scoring_models[role], x, y, autocast)
         keep = select(
             policy.score(losses),
             B,
@@ -283,7 +280,6 @@ def train_step(
     for counter, flops in schedule.step_charges:
         state.ledger.add(counter, flops)
     state.corrupted_kept += corrupted.sum()
-    state.examples_kept += len(corrupted)
     state.step += 1
     return loss
 
@@ -381,7 +377,7 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
             metrics |= state.ledger.metrics() | {
                 "train_loss": float(train_loss),
                 "step": state.step,
-                "selected_corrupted": float(state.corrupted_kept) / max(1, state.examples_kept),
+                "selected_corrupted": float(state.corrupted_kept) / (state.step * cfg.batch_size),
             }
             logger.log_metrics(metrics, step=state.step)
         stop = bool(
