@@ -21,7 +21,7 @@ import torch
 from trainers.flops import measure_train_flops
 from trainers.loop import autocast_for
 from trainers.models import VIT_LADDER, ModelConfig, build_model, count_params
-from trainers.optim import OptimConfig, Trainee, build_optimizer
+from trainers.optim import OptimConfig, Trainee
 from trainers.tasks import Classification
 
 PEAKS = {"H100": 9.89e14, "H200": 9.89e14, "A100": 3.12e14}
@@ -60,8 +60,7 @@ def main() -> None:
     for size in args.sizes:
         cfg = ModelConfig(arch="vit", size=size, patch=4)
         model = build_model(cfg, shape, 10, seed=0).to(device)
-        optimizer, scheduler = build_optimizer(model, OptimConfig(), 10**6)
-        trainee = Trainee(model, optimizer, scheduler, task.loss)
+        trainee = Trainee.build({"learner": (model, None)}, OptimConfig(), 10**6, task.loss)
         x = torch.randn(args.batch, *shape, device=device)
         y = torch.randint(0, 10, (args.batch,), device=device)
         flops = measure_train_flops(model, x, y, task.loss)

@@ -5,8 +5,10 @@
 2. A prioritized (learnability) step vs the sum of its parts timed separately: learner step on
    B + scorer forward on B/rho + reference forward on B/rho + scorer step on B (target:
    <= 1.10x). The step draws super-batches a block of steps ahead and its pretrained reference
-   scores a block in one pass (trainers/lookahead.py); the last column is the same step with
-   one draw and one reference pass per step, for comparison.
+   scores a block in one pass (trainers/lookahead.py), and the learner and scorer take one
+   update together (trainers/optim.py, Trainee). For comparison, the last two columns are the
+   same step with the two updates taken one after the other, and with one draw and one
+   reference pass per step.
 3. A learner step with fused AdamW (the default) vs AdamW's per-tensor loop.
 
     python benchmarks/bench_step.py [--threads 2] [--steps 300]
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +90,7 @@ def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float,
     autocast = autocast_for(torch.device("cpu"))
 
     bare = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
-    optimizer, scheduler = build_optimizer(bare, cfg.optimizer, schedule.total_steps)
+    optimizer, scheduler = build_optimizer([(bare, None)], cfg.optimizer, schedule.total_steps)
     # The baseline shuffles too (a random permutation per epoch), as any real training loop does.
     x_all, y_all = splits.train_x, splits.train_y
     order = torch.randperm(len(y_all))
@@ -114,41 +117,65 @@ def iid_vs_bare(learner: str, batch: int, steps: int, reps: int) -> tuple[float,
     return statistics.median(ours_t), statistics.median(bare_t)
 
 
+class Separately:
+    """Stands in for a state's Trainee: each model updated on its own, one after the other."""
+
+    def __init__(self, trainee: Trainee, cfg: RunConfig, total_steps: int) -> None:
+        self.models = trainee.models
+        groups = zip(trainee.models.items(), trainee.optimizer.param_groups, strict=True)
+        self.trainees = [
+            Trainee.build(
+                {name: (model, group["initial_lr"])}, cfg.optimizer, total_steps, trainee.loss_fn
+            )
+            for (name, model), group in groups
+        ]
+
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, autocast: Any
+    ) -> dict[str, torch.Tensor]:
+        return {k: v for t in self.trainees for k, v in t.train_step(x, y, autocast).items()}
+
+
 def prioritized_vs_parts(
     learner: str, batch: int, keep: float, steps: int, reps: int
-) -> tuple[float, float, float, float, dict[str, float]]:
-    """Seconds per step; its ratio to the sum of the parts, and that ratio drawing one step at a
-    time; seconds for the sum of parts and for each part. A ratio is the median over repetitions
-    of the step's time over its parts' times in the same repetition, so that a slow spell of a
-    shared machine hits both."""
+) -> tuple[float, dict[str, float], float, dict[str, float]]:
+    """Seconds per step; its ratio to the sum of the parts, and that ratio for the variants
+    (two updates one after the other; one draw a step); seconds for the sum of parts and for each
+    part. A ratio is the median over repetitions of a step's time over its parts' times in the
+    same repetition, so that a slow spell of a shared machine hits both."""
     cfg = bench_config(learner, batch, "learnability", keep)
     splits, state, schedule = prepared(cfg)
+    _, separate_state, _ = prepared(cfg)
+    separate_state.trainee = Separately(separate_state.trainee, cfg, schedule.total_steps)  # type: ignore[assignment]
     _, single_state, _ = prepared(cfg, lookahead=1)
     autocast = autocast_for(torch.device("cpu"))
-    assert state.scorer is not None and state.reference is not None
+    scorer, reference = state.trainee.models["scorer"], state.reference
+    assert reference is not None
     super_batch = cfg.selection.super_batch_size(batch)
     xs, ys = splits.train_x[:super_batch], splits.train_y[:super_batch]
     xb, yb = xs[:batch], ys[:batch]
+    # The parts: each model's update on its own, as a run without the other would take it.
+    learner_alone, scorer_alone = Separately(state.trainee, cfg, schedule.total_steps).trainees
 
     def learner_step() -> None:
-        state.learner.train_step(xb, yb, autocast)
+        learner_alone.train_step(xb, yb, autocast)
 
     def scorer_forward() -> None:
         with torch.no_grad():
-            F.cross_entropy(state.scorer.model(xs), ys, reduction="none")  # type: ignore[union-attr]
+            F.cross_entropy(scorer(xs), ys, reduction="none")
 
     def reference_forward() -> None:
         with torch.no_grad():
-            F.cross_entropy(state.reference(xs), ys, reduction="none")  # type: ignore[misc]
+            F.cross_entropy(reference(xs), ys, reduction="none")
 
     def scorer_step() -> None:
-        state.scorer.train_step(xb, yb, autocast)  # type: ignore[union-attr]
+        scorer_alone.train_step(xb, yb, autocast)
 
-    def ours() -> None:
-        train_step(state, cfg, schedule, splits, autocast)
-
-    def single_step() -> None:
-        train_step(single_state, cfg, schedule, splits, autocast)
+    steps_of = {
+        "ours": lambda: train_step(state, cfg, schedule, splits, autocast),
+        "separate": lambda: train_step(separate_state, cfg, schedule, splits, autocast),
+        "single": lambda: train_step(single_state, cfg, schedule, splits, autocast),
+    }
 
     parts = {
         "learner_step": learner_step,
@@ -156,23 +183,21 @@ def prioritized_vs_parts(
         "reference_forward": reference_forward,
         "scorer_step": scorer_step,
     }
-    ours_t: list[float] = []
-    ratios: list[float] = []
-    single_ratios: list[float] = []
+    step_t: dict[str, list[float]] = {k: [] for k in steps_of}
+    ratios: dict[str, list[float]] = {k: [] for k in steps_of}
     part_t: dict[str, list[float]] = {k: [] for k in parts}
     for _ in range(reps):
-        ours_t.append(timed(ours, steps))
-        single = timed(single_step, steps)
+        for name, fn in steps_of.items():
+            step_t[name].append(timed(fn, steps))
         for name, fn in parts.items():
             part_t[name].append(timed(fn, steps))
         summed = sum(times[-1] for times in part_t.values())
-        ratios.append(ours_t[-1] / summed)
-        single_ratios.append(single / summed)
+        for name, times in step_t.items():
+            ratios[name].append(times[-1] / summed)
     medians = {k: statistics.median(v) for k, v in part_t.items()}
     return (
-        statistics.median(ours_t),
-        statistics.median(ratios),
-        statistics.median(single_ratios),
+        statistics.median(step_t["ours"]),
+        {k: statistics.median(v) for k, v in ratios.items()},
         sum(medians.values()),
         medians,
     )
@@ -186,8 +211,13 @@ def fused_vs_loop(learner: str, batch: int, steps: int, reps: int) -> tuple[floa
 
     def stepper(fused: bool) -> Callable[[], object]:
         model = build_model(cfg.learner, splits.input_shape, splits.num_classes, 0)
-        optimizer, scheduler = build_optimizer(model, cfg.optimizer, steps * reps, fused=fused)
-        learner = Trainee(model, optimizer, scheduler, TASKS["classification"].loss)
+        learner = Trainee.build(
+            {"learner": (model, None)},
+            cfg.optimizer,
+            steps * reps,
+            TASKS["classification"].loss,
+            fused=fused,
+        )
         autocast = autocast_for(torch.device("cpu"))
         return lambda: learner.train_step(x, y, autocast)
 
@@ -217,16 +247,16 @@ def main() -> None:
     print("\nLearnability step vs the sum of its parts (target: ratio <= 1.10)")
     print(
         f"{'learner':>8} {'B':>5} {'keep':>5} {'ours ms':>9} {'parts ms':>9} {'ratio':>7}"
-        f" {'1-step ratio':>13}   parts"
+        f" {'2 updates':>10} {'1-step draws':>13}   parts"
     )
     for learner, batch, keep in [("l", 64, 0.25), ("xl", 256, 0.25), ("xxl", 256, 0.1)]:
-        ours, ratio, single, total, parts = prioritized_vs_parts(
+        ours, ratios, total, parts = prioritized_vs_parts(
             learner, batch, keep, args.steps, args.reps
         )
         detail = ", ".join(f"{k} {v * 1e3:.3f}" for k, v in parts.items())
         print(
             f"{learner:>8} {batch:>5} {keep:>5} {ours * 1e3:9.3f} {total * 1e3:9.3f}"
-            f" {ratio:7.3f} {single:13.3f}   {detail}"
+            f" {ratios['ours']:7.3f} {ratios['separate']:10.3f} {ratios['single']:13.3f}   {detail}"
         )
     print("\nLearner step: fused AdamW (default) vs AdamW's per-tensor loop")
     print(f"{'learner':>8} {'B':>5} {'fused ms':>9} {'loop ms':>9} {'speed-up':>9}")

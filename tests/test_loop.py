@@ -136,6 +136,24 @@ def test_stop_request_checkpoints_that_step_and_resume_loses_nothing(tmp_path: P
     assert resumed.history[-1] == full.history[-1]
 
 
+def test_checkpoint_of_an_older_format_is_a_named_error(tmp_path: Path) -> None:
+    """A checkpoint laid out by an older version stops the run before any step, saying what to
+    do, instead of failing on a missing key."""
+    overrides = {"selection": {"policy": "learnability", "keep": 0.5}, "budget": {"steps": 10}}
+    run(tmp_path, checkpoint=True, **overrides)
+    ckpt = tmp_path / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=False)
+    del state["format"]  # as version 1 wrote it (it had no format key)
+    torch.save(state, ckpt)
+    cfg = RunConfig.model_validate(tiny_run_config(**overrides))
+    logger = MemoryLogger()
+    with pytest.raises(
+        ConfigError, match=r"checkpoint format 1 is not 2: .*another version.*delete the checkpoint"
+    ):
+        train(cfg, RunContext(workdir=tmp_path, checkpoint_path=ckpt), logger)
+    assert logger.history == []
+
+
 class _Stop(Exception):
     pass
 

@@ -34,13 +34,15 @@ from trainers.data import DataConfig, Splits, load_splits, make_source
 from trainers.flops import FlopLedger, FlopMeter, measure_train_flops
 from trainers.lookahead import BlockScorer, Lookahead, lookahead_steps
 from trainers.models import ModelConfig, count_params
-from trainers.optim import Trainee, build_optimizer
+from trainers.optim import Trainee
 from trainers.reference import REFERENCE_SEED_OFFSET, load_or_pretrain, reference_data
 from trainers.selection import POLICIES, Losses, select
 from trainers.tasks import TASKS, DataSpec, Task, data_spec, task_for
 from trainers.tracking import MetricLogger
 
 SCORER_SEED_OFFSET = 1_000_003
+# Raised when the checkpoint layout changes (2: the learner and scorer share one Trainee).
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -68,8 +70,7 @@ class TrainState:
     """Everything a resumed run needs: models, optimizers, data position, RNGs, ledger."""
 
     step: int
-    learner: Trainee
-    scorer: Trainee | None
+    trainee: Trainee  # the learner, and the online scorer if the policy has one: updated together
     reference: nn.Module | None
     reference_trainee: Trainee | None  # a parallel reference trains; a pretrained one does not
     draws: Lookahead  # super-batches, and a pretrained reference's losses on them
@@ -80,21 +81,23 @@ class TrainState:
 
     @property
     def device(self) -> torch.device:
-        return self.learner.device
+        return self.trainee.device
+
+    @property
+    def learner(self) -> nn.Module:
+        return self.trainee.models["learner"]
 
     def scoring_models(self) -> dict[str, nn.Module]:
-        models = {"learner": self.learner.model}
-        if self.scorer:
-            models["scorer"] = self.scorer.model
+        models = dict(self.trainee.models)
         if self.reference is not None:
             models["reference"] = self.reference
         return models
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "learner": self.learner.state_dict(),
-            "scorer": self.scorer.state_dict() if self.scorer else None,
+            "trainee": self.trainee.state_dict(),
             "reference": self.reference_trainee.state_dict() if self.reference_trainee else None,
             "draws": self.draws.state_dict(),
             "ledger": self.ledger.state_dict(),
@@ -104,10 +107,14 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(
+                f"checkpoint format {state.get('format', 1)!r} is not {CHECKPOINT_FORMAT}: it was "
+                "written by another version of activescale; finish the run with that version, or "
+                "delete the checkpoint to start the run again"
+            )
         self.step = state["step"]
-        self.learner.load_state_dict(state["learner"])
-        if self.scorer:
-            self.scorer.load_state_dict(state["scorer"])
+        self.trainee.load_state_dict(state["trainee"])
         if self.reference_trainee:
             self.reference_trainee.load_state_dict(state["reference"])
         self.draws.load_state_dict(state["draws"])
@@ -202,9 +209,12 @@ def build_state(
     """A fresh train state. ``lookahead``: steps of super-batches drawn at once (default: as
     many as fit in ``trainers.lookahead.LOOKAHEAD_BYTES``)."""
 
-    def trainee(model: nn.Module, lr: float | None) -> Trainee:
-        optimizer, scheduler = build_optimizer(model, cfg.optimizer, schedule.total_steps, lr=lr)
-        return Trainee(model, optimizer, scheduler, TASKS[cfg.task].loss)
+    def trainee(models: dict[str, tuple[nn.Module, float | None]]) -> Trainee:
+        return Trainee.build(models, cfg.optimizer, schedule.total_steps, TASKS[cfg.task].loss)
+
+    updated = {"learner": (models.learner, cfg.learner.lr)}
+    if models.scorer is not None and cfg.scorer is not None:
+        updated["scorer"] = (models.scorer, cfg.scorer.lr)
 
     ledger = FlopLedger(cfg.reference_cost, ctx.reference_share)
     ledger.add("reference_pretrain", models.reference_pretrain_flops)
@@ -227,11 +237,10 @@ def build_state(
     )
     return TrainState(
         step=0,
-        learner=trainee(models.learner, cfg.learner.lr),
-        scorer=trainee(models.scorer, cfg.scorer.lr) if models.scorer and cfg.scorer else None,
+        trainee=trainee(updated),
         reference=models.reference,
         reference_trainee=(
-            trainee(models.reference, cfg.reference.lr)
+            trainee({"reference": (models.reference, cfg.reference.lr)})
             if parallel and models.reference is not None and cfg.reference
             else None
         ),
@@ -269,9 +278,8 @@ def train_step(
         x, y = x.index_select(0, keep), y.index_select(0, keep)
         corrupted = corrupted.index_select(0, keep)
 
-    loss = state.learner.train_step(x, y, autocast)
-    if state.scorer:
-        state.scorer.train_step(x, y, autocast)
+    # The learner and the online scorer train on the kept batch, in one update (see Trainee).
+    loss = state.trainee.train_step(x, y, autocast)["learner"]
     if state.reference_trainee:  # parallel reference: IID batches of the clean split
         idx = torch.randint(len(splits.clean_y), (B,), generator=state.generator)
         rx, ry = splits.clean_x[idx].to(state.device), splits.clean_y[idx].to(state.device)
@@ -373,7 +381,7 @@ def train(cfg: RunConfig, ctx: RunContext, logger: MetricLogger | None = None) -
         train_loss = train_step(state, cfg, schedule, splits, autocast)
         evaluate = state.step in schedule.eval_steps
         if evaluate:
-            metrics = task.evaluate(state.learner.model, splits, cfg.eval.batch_size, autocast)
+            metrics = task.evaluate(state.learner, splits, cfg.eval.batch_size, autocast)
             metrics |= state.ledger.metrics() | {
                 "train_loss": float(train_loss),
                 "step": state.step,

@@ -23,7 +23,7 @@ from orchestrator.errors import ConfigError
 from trainers.config import ReferenceConfig, RunConfig, config_hash
 from trainers.data import DataConfig, Splits, load_splits
 from trainers.flops import FlopMeter
-from trainers.optim import OptimConfig, Trainee, build_optimizer
+from trainers.optim import OptimConfig, Trainee
 from trainers.tasks import TASKS, Task, data_spec
 
 # Seeds of the three models of a run are offset so that learner, scorer and reference never
@@ -57,7 +57,7 @@ def pretrain(
     """Train a reference on the clean split; returns the model and the FLOPs it cost."""
     model = task.build(ref, data_spec(splits), seed + REFERENCE_SEED_OFFSET)
     model.to(device)
-    trainee = Trainee(model, *build_optimizer(model, optim, ref.steps, lr=ref.lr), task.loss)
+    trainee = Trainee.build({"reference": (model, ref.lr)}, optim, ref.steps, task.loss)
     generator = torch.Generator().manual_seed(seed + REFERENCE_SEED_OFFSET)
     meter = FlopMeter()
     flops = 0.0
