@@ -71,8 +71,9 @@ class Trainee:
 
     An update is one backward pass over the sum of their losses and one AdamW step over all their
     parameters (a group per model, with its own learning rate). The models share no parameters,
-    so each gets bitwise the update it would get alone, and the pair pays one update's fixed
-    overhead instead of two: about 40 us of a 0.4 ms step on CPU (benchmarks/bench_step.py).
+    so each gets the update it would get alone (bitwise on CPU: tests/test_optim.py), and the
+    pair pays one update's fixed overhead instead of two: about 50 us of the 0.5 ms learnability
+    step of an l learner at B=64 on CPU (benchmarks/bench_step.py).
     """
 
     models: dict[str, nn.Module]
@@ -97,7 +98,8 @@ class Trainee:
         )
 
     def __post_init__(self) -> None:
-        self.device = next(next(iter(self.models.values())).parameters()).device
+        first = next(iter(self.models.values()))
+        self.device = next(first.parameters()).device
 
     def train_step(
         self, x: torch.Tensor, y: torch.Tensor, autocast: Any
