@@ -209,12 +209,8 @@ def build_state(
     """A fresh train state. ``lookahead``: steps of super-batches drawn at once (default: as
     many as fit in ``trainers.lookahead.LOOKAHEAD_BYTES``)."""
 
-    def trainee(models: dict[str, tuple[nn.Module, float | None]]) -> Trainee:
-        return Trainee.build(models, cfg.optimizer, schedule.total_steps, TASKS[cfg.task].loss)
-
-    updated = {"learner": (models.learner, cfg.learner.lr)}
-    if models.scorer is not None and cfg.scorer is not None:
-        updated["scorer"] = (models.scorer, cfg.scorer.lr)
+    def trainee(named: dict[str, tuple[nn.Module, float | None]]) -> Trainee:
+        return Trainee.build(named, cfg.optimizer, schedule.total_steps, TASKS[cfg.task].loss)
 
     ledger = FlopLedger(cfg.reference_cost, ctx.reference_share)
     ledger.add("reference_pretrain", models.reference_pretrain_flops)
@@ -235,9 +231,12 @@ def build_state(
             else None
         ),
     )
+    on_kept = {"learner": (models.learner, cfg.learner.lr)}  # trained on the kept batch
+    if models.scorer is not None and cfg.scorer is not None:
+        on_kept["scorer"] = (models.scorer, cfg.scorer.lr)
     return TrainState(
         step=0,
-        trainee=trainee(updated),
+        trainee=trainee(on_kept),
         reference=models.reference,
         reference_trainee=(
             trainee({"reference": (models.reference, cfg.reference.lr)})
