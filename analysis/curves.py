@@ -7,8 +7,9 @@ evaluation step) points after averaging each point over seeds; the spread over s
 (standard deviation, number of seeds) is kept per frontier point.
 
 Resampling the seeds of each learner size with replacement and recomputing the frontier
-(:func:`resample_frontier`) is the bootstrap over runs that the report's intervals use:
-the unit of independent noise is a training run, not an evaluation point.
+(:func:`resample_frontier`) is the bootstrap over runs that the report's intervals use
+(:mod:`analysis.run_bootstrap`): the unit of independent noise is a training run, not an
+evaluation point.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from analysis.compute_at import LearningCurve
 from analysis.frontier import envelope_indices
+from trainers.flops import COUNTERS
+
+STEP_COUNTERS = tuple(c for c in COUNTERS if c != "reference_pretrain")
+"""Ledger counters that grow with the steps (the reference's pretraining is charged once)."""
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -40,6 +46,13 @@ class SizeRuns:
     seeds: tuple[int, ...]
     compute: FloatArray
     error: FloatArray
+    start: float = 0.0  # compute charged before the first step (a pretrained reference)
+
+    def curve(self, error: FloatArray | None = None) -> LearningCurve:
+        """The seed-averaged learning curve (or one with the given per-step ``error``)."""
+        return LearningCurve(
+            self.compute, self.mean_error() if error is None else error, self.start
+        )
 
     def mean_error(self, rows: NDArray[np.intp] | None = None) -> FloatArray:
         """Error averaged over seeds (all of them, or the given rows, repeats allowed)."""
@@ -88,6 +101,8 @@ class Frontier:
     learner_size: list[str]
     n_seeds: int  # the most seeds behind any frontier point
     point_seeds: NDArray[np.intp]  # seeds behind each frontier point
+    # Each learner size's learning curve (seeds averaged): where targets are crossed.
+    learning_curves: tuple[LearningCurve, ...] = ()
 
 
 def curve_label(policy: str, scorer_size: object, vary_scorer: bool) -> str:
@@ -141,6 +156,7 @@ def seed_runs(frame: pd.DataFrame) -> list[SeedRuns]:
                     seeds=tuple(int(s) for s in table.index),
                     compute=compute.to_numpy(dtype=float),
                     error=table.to_numpy(dtype=float),
+                    start=_start_compute(part),
                 )
             )
         sizes.sort(key=lambda s: (s.learner_params, s.learner_size))
@@ -155,6 +171,17 @@ def seed_runs(frame: pd.DataFrame) -> list[SeedRuns]:
             )
         )
     return sorted(out, key=lambda c: (c.policy != "iid", c.scorer_params, c.label))
+
+
+def _start_compute(part: pd.DataFrame) -> float:
+    """Compute charged before the first step: the total less what the steps spent (the
+    ledger's per-step counters); 0 when the frame has no ledger columns."""
+    steps = [f"flops/{c}" for c in STEP_COUNTERS if f"flops/{c}" in part.columns]
+    if not steps:
+        return 0.0
+    start = part["flops"] - part[steps].fillna(0.0).sum(axis=1)
+    value = float(np.nanmean(start.to_numpy(dtype=float))) if len(start) else 0.0
+    return max(0.0, value) if np.isfinite(value) else 0.0
 
 
 def frontier_of(runs: SeedRuns) -> Frontier:
@@ -180,15 +207,26 @@ def frontier_of(runs: SeedRuns) -> Frontier:
         learner_size=[sizes[i] for i in keep],
         n_seeds=int(point_seeds.max()) if point_seeds.size else 0,
         point_seeds=point_seeds.astype(np.intp),
+        learning_curves=tuple(s.curve(m) for s, m in zip(runs.sizes, error, strict=True)),
     )
 
 
-def resample_frontier(runs: SeedRuns, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+@dataclass(frozen=True)
+class Resample:
+    """One bootstrap resample of a curve: its frontier points and its learning curves."""
+
+    compute: FloatArray
+    error: FloatArray
+    learning_curves: tuple[LearningCurve, ...]
+
+
+def resample_frontier(runs: SeedRuns, rng: np.random.Generator) -> Resample:
     """The frontier after drawing each learner size's seeds with replacement (with one seed
-    per size: the frontier itself)."""
+    per size: the frontier itself), with the resampled learning curves behind it."""
     means = [s.mean_error(rng.integers(0, len(s.seeds), len(s.seeds))) for s in runs.sizes]
     compute, error, keep = _envelope(runs, means)
-    return compute[keep], error[keep]
+    curves = tuple(s.curve(m) for s, m in zip(runs.sizes, means, strict=True))
+    return Resample(compute[keep], error[keep], curves)
 
 
 def _envelope(runs: SeedRuns, means: list[FloatArray]) -> tuple[FloatArray, FloatArray, IntArray]:
@@ -198,10 +236,3 @@ def _envelope(runs: SeedRuns, means: list[FloatArray]) -> tuple[FloatArray, Floa
     error = np.concatenate(means)
     finite = np.flatnonzero(np.isfinite(error))
     return compute, error, finite[envelope_indices(compute[finite], error[finite])]
-
-
-def frontiers(frame: pd.DataFrame) -> list[Frontier]:
-    """One frontier per curve, IID first (unusable evaluations dropped silently; use
-    :func:`usable_points` to learn which)."""
-    usable, _ = usable_points(frame)
-    return [frontier_of(runs) for runs in seed_runs(usable)]

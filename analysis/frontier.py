@@ -10,25 +10,16 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from orchestrator.errors import DataError
-
-
-def lower_envelope(
-    compute: ArrayLike, error: ArrayLike
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Return the points whose error is lower than that of every point with less compute.
-
-    The result is sorted by compute and strictly decreasing in error. Of several points
-    with the same compute, only the one with the lowest error can be kept.
-    """
-    compute_arr = np.asarray(compute, dtype=np.float64)
-    error_arr = np.asarray(error, dtype=np.float64)
-    keep = envelope_indices(compute_arr, error_arr)
-    return compute_arr[keep], error_arr[keep]
+from activescale.errors import DataError
 
 
 def envelope_indices(compute: ArrayLike, error: ArrayLike) -> NDArray[np.intp]:
-    """Indices of the lower-envelope points (see :func:`lower_envelope`), by compute."""
+    """Indices of the points whose error is lower than that of every point with less
+    compute, in order of compute (so their error strictly decreases).
+
+    Of several points with the same compute, only the one with the lowest error can be
+    kept.
+    """
     compute_arr = np.asarray(compute, dtype=np.float64)
     error_arr = np.asarray(error, dtype=np.float64)
     if compute_arr.ndim != 1 or compute_arr.shape != error_arr.shape:

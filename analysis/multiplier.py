@@ -4,8 +4,10 @@ multiplier = C_iid(target) / C_policy(target): how many times more compute IID n
 reach the same error; savings = 1 - 1 / multiplier, the fraction of IID's compute saved
 (Evans et al. 2024, "Data curation via joint example selection", Sec. 4; Mindermann et
 al. 2022). Both come from the data (log-log interpolation of the frontiers, never beyond
-them) and from the fitted curves (which may extrapolate, flagged). Intervals come from
-:mod:`analysis.bootstrap` (seeds resampled), so they are pure functions of its arrays.
+them) and from the fitted curves (which may extrapolate, flagged); the compute at a target
+is :mod:`analysis.compute_at`. :func:`compute_multiplier` is one multiplier at one target;
+the report's tables and curves add intervals from :mod:`analysis.run_bootstrap` (runs
+resampled), so they are pure functions of its arrays.
 """
 
 from __future__ import annotations
@@ -14,16 +16,22 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-from analysis.bootstrap import (
-    SeedBootstrap,
+from activescale.errors import FitError
+from analysis.compute_at import (
+    MAX_EXTRAPOLATION,
+    LearningCurves,
     compute_at_targets,
+    crossed,
+    crossing_bounds,
+    fit_compute_at,
     fit_compute_at_targets,
-    interval,
+    ratio_bounds,
 )
 from analysis.curves import Frontier, SeedRuns, SizeRuns
-from analysis.fit import CurveFit, compute_multiplier
+from analysis.fit import CurveFit, positive_arrays
+from analysis.run_bootstrap import CONFIDENCE, RunBootstrap, censored_interval, interval
 
 FloatArray = NDArray[np.float64]
 
@@ -49,7 +57,98 @@ def target_sweep(iid: Frontier, n: int = 40) -> FloatArray:
 
 
 @dataclass(frozen=True)
+class ComputeMultiplier:
+    """How much less compute the prioritised curve needs to reach ``target`` error.
+
+    multiplier = C_iid(target) / C_prio(target); savings = 1 - 1 / multiplier (the
+    fraction of the iid compute saved). Both are None when either compute is unknown,
+    and ``reason`` says why. ``extrapolated`` is True when a compute came from a fit
+    outside the range of its data.
+    """
+
+    target: float
+    compute_iid: float | None
+    compute_prio: float | None
+    multiplier: float | None
+    savings: float | None
+    extrapolated: bool
+    reason: str | None
+    bounds: tuple[float, float] | None = None  # from the data: on the multiplier
+
+
+def compute_multiplier(
+    iid: CurveFit | Frontier | tuple[ArrayLike, ArrayLike],
+    prio: CurveFit | Frontier | tuple[ArrayLike, ArrayLike],
+    target: float,
+    max_extrapolation: float = MAX_EXTRAPOLATION,
+) -> ComputeMultiplier:
+    """Compute multiplier of a prioritised over an iid curve at a target error.
+
+    Each curve is a :class:`CurveFit` (inverted numerically, see :func:`fit_compute_at`),
+    a :class:`Frontier` (its learning curves interpolated, see
+    :func:`analysis.compute_at.crossing_bounds`) or a ``(compute, error)`` pair of points
+    of one curve. From the data, ``bounds`` bound the multiplier where a curve does not
+    cross the target (e.g. ``(0, 0.6)``: the policy never reaches it, and with the compute
+    it had it would need more than IID).
+    """
+    if not (math.isfinite(target) and target > 0):
+        raise FitError(f"target error = {target} must be a finite positive number")
+    if max_extrapolation < 1:
+        raise FitError(f"max_extrapolation = {max_extrapolation} must be >= 1")
+    found: dict[str, float | None] = {}
+    bounds: dict[str, tuple[FloatArray, FloatArray]] = {}
+    reasons: list[str] = []
+    extrapolated = False
+    for label, curve in (("iid", iid), ("prio", prio)):
+        if isinstance(curve, CurveFit):
+            value, reason = fit_compute_at(curve, target, max_extrapolation)
+            if value is not None:
+                low, high = curve.compute_range
+                extrapolated = extrapolated or not low <= value <= high
+        else:
+            bounds[label] = crossing_bounds(_learning_curves(curve), np.array([target]))
+            crossed_at = float(crossed(bounds[label])[0])
+            value = None if math.isnan(crossed_at) else crossed_at
+            reason = None if value is not None else _censored_reason(bounds[label])
+        found[label] = value
+        if reason is not None:
+            reasons.append(f"{label}: {reason}")
+    ratio = None
+    if len(bounds) == 2:
+        ratio_low, ratio_high = ratio_bounds(bounds["iid"], bounds["prio"])
+        ratio = (float(ratio_low[0]), float(ratio_high[0]))
+    c_iid, c_prio = found["iid"], found["prio"]
+    if c_iid is None or c_prio is None:
+        return ComputeMultiplier(
+            target, c_iid, c_prio, None, None, extrapolated, "; ".join(reasons), ratio
+        )
+    multiplier = c_iid / c_prio
+    return ComputeMultiplier(
+        target, c_iid, c_prio, multiplier, 1.0 - 1.0 / multiplier, extrapolated, None, ratio
+    )
+
+
+def _learning_curves(curve: Frontier | tuple[ArrayLike, ArrayLike]) -> LearningCurves:
+    if isinstance(curve, Frontier):
+        return curve.learning_curves or ((curve.compute, curve.error),)
+    compute, error = positive_arrays(("compute", "error"), curve)
+    return ((compute, error),)
+
+
+def _censored_reason(bounds: tuple[FloatArray, FloatArray]) -> str:
+    if bounds[0][0] == 0.0:
+        return "the points are already below the target at the least compute measured"
+    return "the points do not reach the target"
+
+
+@dataclass(frozen=True)
 class MultiplierRow:
+    """One curve vs IID at one target. Intervals may be open: 0 below, inf above (a side
+    that more than (1 - confidence) / 2 of the resamples leave open, see
+    :func:`analysis.run_bootstrap.censored_interval`). ``data_bounds`` bound the data
+    multiplier where a curve does not cross the target; ``data_open`` / ``fit_open`` are
+    the fractions of resamples in which it is not crossed."""
+
     curve: str
     target: float
     data: float | None
@@ -58,6 +157,9 @@ class MultiplierRow:
     fitted_ci: tuple[float, float] | None
     extrapolated: bool
     note: str
+    data_bounds: tuple[float, float] | None = None
+    data_open: float = 0.0
+    fit_open: float = 0.0
 
     @property
     def savings(self) -> float | None:
@@ -65,26 +167,38 @@ class MultiplierRow:
         return None if value is None else 1.0 - 1.0 / value
 
 
-def _ratio_samples(
-    boot: SeedBootstrap, iid: str, prio: str, kind: str, columns: slice | list[int]
-) -> FloatArray:
-    a, b = boot.curves[iid], boot.curves[prio]
-    num = (a.data_compute if kind == "data" else a.fit_compute)[:, columns]
-    den = (b.data_compute if kind == "data" else b.fit_compute)[:, columns]
-    return np.asarray(num / den)
+def ratio_resamples(
+    boot: RunBootstrap, iid: str, prio: str, kind: str, columns: slice | list[int]
+) -> tuple[FloatArray, FloatArray]:
+    """Bounds (low, high) on the multiplier in every resample, (n_resamples, columns)."""
+    a, b = boot.curves[iid].bounds(kind), boot.curves[prio].bounds(kind)
+    low, high = ratio_bounds(
+        (a[0][:, columns], a[1][:, columns]), (b[0][:, columns], b[1][:, columns])
+    )
+    failed = np.isnan(a[0][:, columns]) | np.isnan(b[0][:, columns])  # refit failed
+    return np.where(failed, np.nan, low), np.where(failed, np.nan, high)
 
 
-def _ci(samples: FloatArray, boot: SeedBootstrap) -> tuple[float, float] | None:
-    """The interval of multiplier samples; None without resampling or with most undefined."""
-    if not boot.resampled or np.isfinite(samples).mean() < 0.5:
+def open_fraction(low: FloatArray, high: FloatArray) -> FloatArray:
+    """Per column, the fraction of (non-failed) resamples whose bounds do not meet."""
+    ok = ~np.isnan(low)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(((low != high) & ok).sum(axis=0) / np.maximum(ok.sum(axis=0), 1))
+
+
+def _ci(low: FloatArray, high: FloatArray, boot: RunBootstrap) -> tuple[float, float] | None:
+    """The interval of one column of multiplier bounds; None without resampling or when
+    every refit failed."""
+    if not boot.resampled or np.isnan(low).all():
         return None
-    return interval(samples, boot.confidence)
+    lower, upper = censored_interval(low, high, boot.confidence)
+    return float(lower), float(upper)
 
 
 def multiplier_rows(
     curves: list[Frontier],
     fits: dict[str, CurveFit],
-    boot: SeedBootstrap,
+    boot: RunBootstrap,
     n_report_targets: int,
 ) -> list[MultiplierRow]:
     """Each prioritized curve vs IID at the first ``n_report_targets`` of ``boot.targets``."""
@@ -96,9 +210,7 @@ def multiplier_rows(
         if curve.policy == "iid":
             continue
         for j, target in enumerate(boot.targets[:n_report_targets]):
-            data = compute_multiplier(
-                (iid.compute, iid.error), (curve.compute, curve.error), float(target)
-            )
+            data = compute_multiplier(iid, curve, float(target))
             notes = [] if data.reason is None else [f"data: {data.reason}"]
             fitted, extrapolated = None, False
             if iid.label in fits and curve.label in fits:
@@ -108,21 +220,25 @@ def multiplier_rows(
                     notes.append(f"fit: {result.reason}")
                 elif extrapolated:
                     notes.append("fit extrapolated beyond the data")
-            data_samples = _ratio_samples(boot, iid.label, curve.label, "data", [j])[:, 0]
-            fit_samples = _ratio_samples(boot, iid.label, curve.label, "fit", [j])[:, 0]
-            undefined = 1.0 - np.isfinite(data_samples).mean()
-            if boot.resampled and data.multiplier is not None and undefined > 0.05:
-                notes.append(f"data CI: target not crossed in {undefined:.0%} of resamples")
+            data_low, data_high = ratio_resamples(boot, iid.label, curve.label, "data", [j])
+            fit_low, fit_high = ratio_resamples(boot, iid.label, curve.label, "fit", [j])
+            data_open = float(open_fraction(data_low, data_high)[0]) if boot.resampled else 0.0
+            fit_open = float(open_fraction(fit_low, fit_high)[0]) if boot.resampled else 0.0
+            if data_open > 0.0:
+                notes.append(f"data CI: target not crossed in {data_open:.0%} of resamples")
             rows.append(
                 MultiplierRow(
                     curve=curve.label,
                     target=float(target),
                     data=data.multiplier,
-                    data_ci=_ci(data_samples, boot) if data.multiplier is not None else None,
+                    data_ci=_ci(data_low[:, 0], data_high[:, 0], boot),
                     fitted=fitted,
-                    fitted_ci=_ci(fit_samples, boot) if fitted is not None else None,
+                    fitted_ci=_ci(fit_low[:, 0], fit_high[:, 0], boot) if fits else None,
                     extrapolated=extrapolated,
                     note="; ".join(notes),
+                    data_bounds=data.bounds if data.multiplier is None else None,
+                    data_open=data_open,
+                    fit_open=fit_open,
                 )
             )
     return rows
@@ -130,7 +246,8 @@ def multiplier_rows(
 
 @dataclass(frozen=True)
 class MultiplierCurve:
-    """Multiplier vs target error for one prioritized curve (NaN: undefined there)."""
+    """Multiplier vs target error for one prioritized curve (NaN: undefined there); the
+    band is the fitted multiplier's interval, NaN where it is open."""
 
     label: str
     policy: str
@@ -138,10 +255,11 @@ class MultiplierCurve:
     data: FloatArray
     fitted: FloatArray
     fitted_band: tuple[FloatArray, FloatArray] | None
+    extrapolated: NDArray[np.bool_] | None = None  # per target: a fitted curve extrapolates
 
 
 def multiplier_curves(
-    curves: list[Frontier], fits: dict[str, CurveFit], boot: SeedBootstrap, first_target: int
+    curves: list[Frontier], fits: dict[str, CurveFit], boot: RunBootstrap, first_target: int
 ) -> list[MultiplierCurve]:
     """Multiplier as a function of the target, for ``boot.targets[first_target:]``."""
     iid = next((c for c in curves if c.policy == "iid"), None)
@@ -153,36 +271,34 @@ def multiplier_curves(
     for curve in curves:
         if curve.policy == "iid":
             continue
-        data = compute_at_targets(iid.compute, iid.error, targets) / compute_at_targets(
-            curve.compute, curve.error, targets
+        data = crossed(crossing_bounds(iid.learning_curves, targets)) / crossed(
+            crossing_bounds(curve.learning_curves, targets)
         )
-        samples = _ratio_samples(boot, iid.label, curve.label, "fit", columns)
         fitted = np.full(targets.shape, np.nan)
-        band = None
+        band, extrapolated = None, None
         if iid.label in fits and curve.label in fits:
-            fitted = _fitted_compute(fits[iid.label], boot, targets) / _fitted_compute(
-                fits[curve.label], boot, targets
-            )
+            c_iid = _fitted_compute(fits[iid.label], boot, targets)
+            c_prio = _fitted_compute(fits[curve.label], boot, targets)
+            fitted = c_iid / c_prio
+            extrapolated = np.zeros(targets.shape, dtype=bool)
+            for fit, value in ((fits[iid.label], c_iid), (fits[curve.label], c_prio)):
+                with np.errstate(invalid="ignore"):
+                    extrapolated |= (value < fit.compute_range[0]) | (value > fit.compute_range[1])
             if boot.resampled:
-                tail = 50.0 * (1.0 - boot.confidence)
-                band = (_nanpercentile(samples, tail), _nanpercentile(samples, 100.0 - tail))
-        out.append(MultiplierCurve(curve.label, curve.policy, targets, data, fitted, band))
+                low, high = ratio_resamples(boot, iid.label, curve.label, "fit", columns)
+                lower, upper = censored_interval(low, high, boot.confidence)
+                band = (
+                    np.where(lower > 0, lower, np.nan),
+                    np.where(np.isfinite(upper), upper, np.nan),
+                )
+        out.append(
+            MultiplierCurve(curve.label, curve.policy, targets, data, fitted, band, extrapolated)
+        )
     return out
 
 
-def _fitted_compute(fit: CurveFit, boot: SeedBootstrap, targets: FloatArray) -> FloatArray:
+def _fitted_compute(fit: CurveFit, boot: RunBootstrap, targets: FloatArray) -> FloatArray:
     return fit_compute_at_targets(fit.predict(boot.grid), boot.grid, fit.compute_range, targets)
-
-
-def _nanpercentile(samples: FloatArray, q: float) -> FloatArray:
-    """Percentile per column over finite samples; NaN where fewer than half are finite."""
-    out = np.full(samples.shape[1], np.nan)
-    for j in range(samples.shape[1]):
-        column = samples[:, j]
-        finite = column[np.isfinite(column)]
-        if finite.size and finite.size >= 0.5 * column.size:
-            out[j] = np.percentile(finite, q)
-    return out
 
 
 @dataclass(frozen=True)
@@ -203,9 +319,13 @@ class SizeSavings:
 
 
 def size_savings(
-    runs: list[SeedRuns], n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+    runs: list[SeedRuns],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
 ) -> list[SizeSavings]:
-    """Per learner size: compute saved vs IID at IID's final error, with seed-bootstrap CIs."""
+    """Per learner size: compute saved vs IID at IID's final error, with intervals from a
+    bootstrap over runs (each size's seeds of both curves drawn with replacement)."""
     iid = next((r for r in runs if r.policy == "iid"), None)
     if iid is None:
         return []

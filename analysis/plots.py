@@ -10,13 +10,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, PercentFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, PercentFormatter
 
-from analysis.bootstrap import SeedBootstrap
 from analysis.curves import Frontier, SeedRuns
 from analysis.fit import CurveFit
 from analysis.multiplier import MultiplierCurve, SizeSavings
+from analysis.run_bootstrap import RunBootstrap
 
 COLORS = {
     "iid": "#444444",
@@ -32,6 +33,34 @@ def color(policy: str, index: int) -> str:
     return COLORS.get(policy, f"C{index % 10}")
 
 
+def seeds_text(n: int) -> str:
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
+_TICK_STEPS = ((1.0,), (1.0, 2.0, 5.0), tuple(range(1, 10)), tuple(np.arange(10, 100) / 10))
+
+
+def plain_log_ticks(axis: Axis, low: float, high: float) -> None:
+    """Plain decimal ticks (0.2, 0.3, 0.5 rather than 2×10⁻¹) on a log axis spanning
+    [low, high]: the coarsest 1-2-5 style set that puts at least three ticks inside."""
+    ticks: list[float] = []
+    decades = range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
+    for steps in _TICK_STEPS:
+        ticks = [k * 10.0**e for e in decades for k in steps if low <= k * 10.0**e <= high]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) > 9:  # the finest steps on a narrow range: thin them out
+        ticks = ticks[:: -(-len(ticks) // 8)]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _plain_error_axis(ax: Axes, which: str = "y") -> None:
+    low, high = ax.get_ylim() if which == "y" else ax.get_xlim()
+    plain_log_ticks(ax.yaxis if which == "y" else ax.xaxis, min(low, high), max(low, high))
+
+
 def _style(ax: Axes) -> None:
     ax.grid(True, which="major", alpha=0.35, lw=0.6)
     ax.grid(True, which="minor", alpha=0.12, lw=0.4)
@@ -43,12 +72,12 @@ def scaling_plot(
     frame: pd.DataFrame,
     curves: list[Frontier],
     fits: dict[str, CurveFit],
-    boot: SeedBootstrap | None = None,
+    boot: RunBootstrap | None = None,
     extrapolate: float = 3.0,
 ) -> Figure:
     """Error vs total FLOPs, log-log: every evaluation (faint), the seed-averaged frontiers
-    (bars: std over seeds), the AIC-best fit (solid over the data, dashed beyond) and its
-    bootstrap band (shaded; lighter beyond the data)."""
+    (bars: std over seeds, where there are several), the AIC-best fit (solid over the data,
+    dashed beyond) and its bootstrap band (shaded; lighter beyond the data)."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for i, curve in enumerate(curves):
         c = color(curve.policy, i)
@@ -58,17 +87,21 @@ def scaling_plot(
         ax.scatter(
             frame.loc[mask, "flops"], frame.loc[mask, "error"], s=5, color=c, alpha=0.12, lw=0
         )
-        ax.errorbar(
-            curve.compute,
-            curve.error,
-            yerr=curve.error_std,
-            fmt="o",
-            ms=3.5,
-            color=c,
-            capsize=1.5,
-            elinewidth=0.8,
-            label=f"{curve.label} (frontier, {curve.n_seeds} seeds)",
-        )
+        label = f"{curve.label} (frontier, {seeds_text(curve.n_seeds)})"
+        if np.any(curve.error_std > 0):
+            ax.errorbar(
+                curve.compute,
+                curve.error,
+                yerr=curve.error_std,
+                fmt="o",
+                ms=3.5,
+                color=c,
+                capsize=1.5,
+                elinewidth=0.8,
+                label=label,
+            )
+        else:  # one seed: no bars, so no bar glyph in the legend either
+            ax.plot(curve.compute, curve.error, "o", ms=3.5, color=c, label=label)
         fit = fits.get(curve.label)
         if fit is None:
             continue
@@ -84,20 +117,22 @@ def scaling_plot(
         grid = np.geomspace(lo, hi, 200)
         ax.plot(grid, fit.predict(grid), "-", color=c, lw=1.6, label=f"{curve.label}: {fit.family}")
         ext = np.geomspace(hi, hi * extrapolate, 50)
-        ax.plot(ext, fit.predict(ext), "--", color=c, lw=1.2)
+        ax.plot(ext, fit.predict(ext), "--", color=c, lw=1.2, alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("total training FLOPs (scoring and reference included)")
     ax.set_ylabel("test error")
     ax.set_title("Compute-efficient frontier: IID vs prioritized")
     _style(ax)
+    _plain_error_axis(ax)
     ax.legend(fontsize=7.5, frameon=False)
     fig.tight_layout()
     return fig
 
 
 def multiplier_plot(curves: list[MultiplierCurve], iid_best: float | None) -> Figure:
-    """Compute multiplier vs target error: fitted (line, bootstrap band) and data (markers)."""
+    """Compute multiplier vs target error: fitted (line: solid where both fits are inside
+    their data, dashed where one extrapolates; shaded: bootstrap band) and data (markers)."""
     fig, ax = plt.subplots(figsize=(7.0, 4.4))
     for i, curve in enumerate(curves):
         c = color(curve.policy, i + 1)
@@ -105,7 +140,36 @@ def multiplier_plot(curves: list[MultiplierCurve], iid_best: float | None) -> Fi
             ax.fill_between(
                 curve.targets, curve.fitted_band[0], curve.fitted_band[1], color=c, alpha=0.18, lw=0
             )
-        ax.plot(curve.targets, curve.fitted, "-", color=c, lw=1.6, label=f"{curve.label} (fit)")
+        beyond = (
+            curve.extrapolated
+            if curve.extrapolated is not None
+            else np.zeros(curve.targets.shape, dtype=bool)
+        )
+        # Each part includes its neighbour's first point, so the line has no gap.
+        inside = (
+            ~beyond
+            | np.concatenate([[False], ~beyond[:-1]])
+            | np.concatenate([~beyond[1:], [False]])
+        )
+        if np.isfinite(curve.fitted[~beyond]).any():
+            ax.plot(
+                curve.targets,
+                np.where(inside, curve.fitted, np.nan),
+                "-",
+                color=c,
+                lw=1.6,
+                label=f"{curve.label} (fit)",
+            )
+        if np.isfinite(curve.fitted[beyond]).any():
+            ax.plot(
+                curve.targets,
+                np.where(beyond, curve.fitted, np.nan),
+                "--",
+                color=c,
+                lw=1.2,
+                alpha=0.7,
+                label=f"{curve.label} (fit, extrapolated)",
+            )
         ax.plot(
             curve.targets,
             curve.data,
@@ -128,6 +192,8 @@ def multiplier_plot(curves: list[MultiplierCurve], iid_best: float | None) -> Fi
     ax.set_ylabel("compute multiplier  C_iid / C_policy")
     ax.set_title("Compute multiplier vs target (> 1: the policy saves compute)")
     _style(ax)
+    _plain_error_axis(ax, "x")
+    _plain_error_axis(ax, "y")
     ax.legend(fontsize=7.5, frameon=False)
     fig.tight_layout()
     return fig
@@ -151,7 +217,10 @@ def savings_ratio_plot(rows: list[SizeSavings]) -> Figure:
                 for r in shown
             ]
         ).T.reshape(2, -1)
-        ax.errorbar(x, y, yerr=yerr, fmt="o-", color=c, ms=4, capsize=2, lw=1.2, label=label)
+        if any(r.ci for r in shown):
+            ax.errorbar(x, y, yerr=yerr, fmt="o-", color=c, ms=4, capsize=2, lw=1.2, label=label)
+        else:  # no intervals: no bar glyph in the legend
+            ax.plot(x, y, "o-", color=c, ms=4, lw=1.2, label=label)
         for r in shown:
             ax.annotate(
                 r.learner_size,
@@ -204,9 +273,15 @@ def learning_curves_plot(runs: list[SeedRuns]) -> Figure:
         ax.set_xlabel("total FLOPs")
         ax.xaxis.set_minor_formatter(NullFormatter())  # a panel under a decade wide: no clutter
         _style(ax)
+    _plain_error_axis(axes[0])  # shared error axis
     for row in grid:
         row[0].set_ylabel("test error")
     axes[len(runs) - 1].legend(title="learner", fontsize=7, frameon=False)
-    fig.suptitle("Learning curves per learner size (mean over seeds; shaded: min–max)", fontsize=10)
+    spread = any(r.max_seeds > 1 for r in runs)
+    fig.suptitle(
+        "Learning curves per learner size (mean over seeds"
+        + ("; shaded: min–max)" if spread else ")"),
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig

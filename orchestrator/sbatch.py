@@ -23,12 +23,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestrator.errors import SubmissionError
+from activescale.errors import SubmissionError
 
 FORBIDDEN_CHARS = ("\n", "\r", "\x00")
 PARAMETER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-# submitit's own keys that additional_parameters must not silently override.
-RESERVED = {"array", "output", "error", "open-mode", "signal", "job-name", "wckey"}
+# submitit's own keys that additional_parameters must not silently override, and `hold`, which
+# every submission uses (orchestrator/slurm.py: arrays are released once their files exist).
+RESERVED = {"array", "output", "error", "open-mode", "signal", "job-name", "wckey", "hold"}
+# Options that have a field of their own: set there, they are checked against the cluster.
+SHADOWED = {
+    "partition": "partition",
+    "account": "account",
+    "qos": "qos",
+    "time": "timeout_min",
+    "mem": "mem_gb",
+    "cpus-per-task": "cpus_per_task",
+    "gpus-per-node": "gpus_per_node",
+}
 
 
 def check_single_line(value: str, what: str) -> str:
@@ -44,17 +55,32 @@ def check_single_line(value: str, what: str) -> str:
 class SlurmResources(BaseModel):
     """What one job asks SLURM for. In ``executor.resources`` every field is optional."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    partition: str | None = Field(None, description="slurm: partition (null: the default).")
-    gpus_per_node: int | None = Field(None, ge=0, description="slurm: GPUs per job.")
-    cpus_per_task: int | None = Field(None, ge=1, description="slurm: CPU cores per job.")
+    partition: str | None = Field(
+        None, min_length=1, description="slurm: partition (null: the default)."
+    )
+    nodes: int | None = Field(
+        None, ge=1, description="slurm: nodes per run, its processes spread over them (null: 1)."
+    )
+    tasks_per_node: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Processes per node that train one run together (torch.distributed, data "
+            "parallel; one per GPU); slurm and local (null: 1)."
+        ),
+    )
+    gpus_per_node: int | None = Field(None, ge=0, description="slurm: GPUs per node.")
+    cpus_per_task: int | None = Field(
+        None, ge=1, description="slurm: CPU cores per process (torch uses this many threads)."
+    )
     mem_gb: float | None = Field(None, gt=0, description="slurm: memory per job in GB.")
     timeout_min: int | None = Field(
         None, ge=1, description="slurm: time limit in minutes (the job requeues when it hits it)."
     )
-    account: str | None = Field(None, description="slurm: --account.")
-    qos: str | None = Field(None, description="slurm: --qos.")
+    account: str | None = Field(None, min_length=1, description="slurm: --account.")
+    qos: str | None = Field(None, min_length=1, description="slurm: --qos.")
     additional_parameters: dict[str, str | int | float | bool] | None = Field(
         None,
         description=(
@@ -80,9 +106,30 @@ class SlurmResources(BaseModel):
                 )
             if key.replace("_", "-") in RESERVED:
                 raise ValueError(f"sbatch option {key!r} is set by activescale; remove it")
+            if key.replace("_", "-") in SHADOWED:
+                field = SHADOWED[key.replace("_", "-")]
+                raise ValueError(
+                    f"sbatch option {key!r} has its own setting: use executor.{field} (checked "
+                    "against the cluster before anything is submitted)"
+                )
             if isinstance(value, str):
                 check_single_line(value, f"additional_parameters.{key}")
         return params
+
+    @property
+    def processes(self) -> int:
+        """Processes that train one run together: nodes x tasks per node."""
+        return (self.nodes or 1) * (self.tasks_per_node or 1)
+
+    @property
+    def devices(self) -> int:
+        """Devices a run holds (GPU-hours count them): nodes x GPUs per node, or one per
+        process where no GPUs are asked for."""
+        return (self.nodes or 1) * self.gpus_per_node if self.gpus_per_node else self.processes
+
+    def one_process(self) -> SlurmResources:
+        """These resources for a job that runs as one process (a tuning worker)."""
+        return self.model_copy(update={"nodes": None, "tasks_per_node": None})
 
     def merged(self, override: SlurmResources | None) -> SlurmResources:
         """These resources with every field the override sets replaced."""
@@ -116,6 +163,8 @@ def submitit_parameters(
     }
     for name, key in (
         ("partition", "partition"),
+        ("nodes", "nodes"),
+        ("tasks_per_node", "ntasks_per_node"),
         ("gpus_per_node", "gpus_per_node"),
         ("cpus_per_task", "cpus_per_task"),
         ("account", "account"),

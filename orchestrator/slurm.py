@@ -1,9 +1,10 @@
 """SLURM through submitit: job arrays, crash-safe submission, reconciliation, cancel.
 
-Submitting (``SlurmExecutor.launch``): runs are grouped by the resources they ask for (per
-learner size, ``executor.resources``), each group is split into arrays of at most the
-cluster's ``MaxArraySize`` tasks, and each array is one ``sbatch`` (submitit ``batch()``).
-For every array, in this order:
+Submitting (``SlurmExecutor.launch``): jobs (runs, or tuning workers) are grouped by the
+resources they ask for (per learner size, ``executor.resources``), each group is split into
+arrays of at most the cluster's ``MaxArraySize`` tasks, and each array is one ``sbatch``
+(submitit ``batch()``). For every array of runs, in this order (:class:`StoreLog`; tuning
+workers keep no record, their studies do):
 
 1. the store marks its runs ``submitted`` with a fresh submission token and no job id;
 2. sbatch, with the token in the job name (``as-SWEEP-TOKEN``); if sbatch fails the runs get
@@ -21,10 +22,16 @@ Reconciling (``reconcile``): one ``sacct`` call for every in-flight run of a swe
 whose job ended without the run reporting (out of memory, node failure, time limit,
 cancelled) gets the matching status. ``cancel`` is one ``scancel`` per array.
 
-Jobs are ``submitit.helpers.Checkpointable``. On the time limit or preemption signal
+Runs are wrapped in :class:`Requeueable`, a ``submitit.helpers.Checkpointable``. On the
+time limit or preemption signal
 (``USR2``, ``signal_delay_s`` before the end) the job first finishes its current step and saves
 a checkpoint (:class:`DeferredRequeue`); then submitit pickles the job again (``checkpoint``)
 and requeues it. The new start is a new attempt that resumes from that checkpoint.
+
+A run of several processes (``nodes`` x ``tasks_per_node``) is one job of that many tasks
+(``srun``). The signal reaches every task; the ranks agree on the step to stop at, rank 0
+saves the checkpoint and requeues the job (submitit requeues from global rank 0 only), and the
+other tasks return quietly; the requeued job restarts all of them.
 """
 
 from __future__ import annotations
@@ -36,15 +43,17 @@ import signal
 import subprocess
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import submitit
 
-from orchestrator.errors import SubmissionError
-from orchestrator.executors import ExecutorConfig
+from activescale.errors import SubmissionError
+from activescale.secrets import private_files
+from orchestrator.executors import ExecutorConfig, Job
+from orchestrator.plugins import snapshot_plugins
 from orchestrator.sbatch import SlurmResources, submitit_parameters
 from orchestrator.snapshot import make_snapshot
 from orchestrator.store import (
@@ -57,7 +66,17 @@ from orchestrator.store import (
     RunStore,
     utcnow,
 )
-from orchestrator.worker import RunJob, execute_run
+from orchestrator.submission import (
+    HOLD,
+    fault_point,
+    grace_s,
+    jobs_folder,
+    missing_pickles,
+    release,
+    task_ids,
+    tasks_by_key,
+)
+from orchestrator.worker import run_job_name
 
 COMMAND_TIMEOUT_S = 60
 VANISHED = "VANISHED"  # our name for an array task sacct no longer lists
@@ -238,13 +257,14 @@ class DeferredRequeue:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._submitit_handler: Callable[[int, Any], None] | None = None
+        self._watched: int | None = None
 
     def install(self) -> None:
         """Take over submitit's preemption signal (``SUBMITIT_PREEMPT_SIGNAL``, default USR2)."""
         sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
         handler = signal.getsignal(sig)
         if callable(handler):
-            self._submitit_handler = handler
+            self._submitit_handler, self._watched = handler, int(sig)
             signal.signal(sig, self._record)
 
     def _record(self, signum: int, frame: Any) -> None:
@@ -254,26 +274,30 @@ class DeferredRequeue:
         return self.signum is not None and self._submitit_handler is not None
 
     def hand_over(self) -> None:
-        assert self._submitit_handler is not None and self.signum is not None
-        self._submitit_handler(self.signum, None)  # submitit: checkpoint(), requeue, sys.exit
+        """Run submitit's handler. On several processes a rank may stop because another one
+        was signalled: it hands over as if it had been."""
+        assert self._submitit_handler is not None and self._watched is not None
+        signum = self.signum if self.signum is not None else self._watched
+        self._submitit_handler(signum, None)  # submitit: checkpoint(), requeue, sys.exit
 
 
-class SlurmRunJob(submitit.helpers.Checkpointable):
-    """The callable each array task runs: one run, requeued by submitit on timeout/preemption.
+class Requeueable(submitit.helpers.Checkpointable):
+    """What an array task calls for a requeueable job (a run): requeued by submitit on the
+    time limit or preemption.
 
     The preemption signal is deferred to the trainer's next step boundary, where it saves a
     checkpoint (:class:`DeferredRequeue`); then ``checkpoint`` (called by submitit's handler)
     resubmits this same object, and the new start resumes from that checkpoint.
     """
 
-    def __init__(self, job: RunJob) -> None:
+    def __init__(self, job: Job) -> None:
         self.job = job
 
     def __call__(self) -> str:
         env = submitit.JobEnvironment()
         deferred = DeferredRequeue()
         deferred.install()
-        return execute_run(self.job, job_id=str(env.job_id), stop=deferred)
+        return self.job(job_id=str(env.job_id), stop=deferred)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
@@ -281,6 +305,40 @@ class SlurmRunJob(submitit.helpers.Checkpointable):
 
 # ---------------------------------------------------------------------------------------------
 # Submission
+
+
+class SubmissionLog(Protocol):
+    """Where a submission is recorded around its sbatch call (crash-safe: see the module
+    docstring). The run store is one; tuning workers keep no record."""
+
+    def before(self, sweep: str, keys: list[str], token: str) -> Any:
+        """Before sbatch; returns what :meth:`failed` needs to undo it."""
+
+    def failed(self, sweep: str, undo: Any, token: str) -> None:
+        """sbatch refused: back to the state before :meth:`before`."""
+
+    def after(self, sweep: str, token: str, job_ids: dict[str, str]) -> None:
+        """sbatch accepted: each job's SLURM id, by job key."""
+
+
+@dataclass(frozen=True)
+class StoreLog:
+    """Submissions of runs, recorded in the run store (tokens first, job ids after)."""
+
+    store: RunStore
+
+    def before(self, sweep: str, keys: list[str], token: str) -> dict[str, list[str]]:
+        previous: dict[str, list[str]] = defaultdict(list)
+        for run_id, status, *_ in self.store.run_states_of(sweep, keys):
+            previous[status].append(run_id)
+        self.store.mark_submitted(sweep, keys, token)
+        return dict(previous)
+
+    def failed(self, sweep: str, undo: dict[str, list[str]], token: str) -> None:
+        self.store.unmark_submitted(sweep, undo, token)
+
+    def after(self, sweep: str, token: str, job_ids: dict[str, str]) -> None:
+        self.store.attach_job_ids(sweep, token, job_ids)
 
 
 @dataclass
@@ -293,27 +351,32 @@ class SubmittedArray:
 
 @dataclass
 class SlurmExecutor:
-    """Submits jobs as arrays and records them in the store; returns without waiting."""
+    """Submits jobs as arrays (one per resource group, at most MaxArraySize tasks each),
+    records each submission in ``log`` (the run store for runs), returns without waiting."""
 
     cfg: ExecutorConfig
     workdir: Path
-    store: RunStore
+    log: SubmissionLog | None = None
+    folder: str = "jobs"  # under workdir: submitit's job folders
     max_array_size: int | None = None  # None: the cluster's MaxArraySize
     submitted: list[SubmittedArray] = field(default_factory=list)
     sbatch_calls: int = 0
+    handles: list[Any] = field(default_factory=list)
     blocking = False
 
-    def resources(self, job: RunJob) -> SlurmResources:
-        return self.cfg.resources_for(str(job.config["learner"]["size"]))
+    def check(self, learner_sizes: Iterable[str]) -> None:
+        """SLURM reachable, and the resources of these sizes possible on it (nothing written)."""
+        check_resources(cluster_info(), [self.cfg.resources_for(s) for s in sorted(learner_sizes)])
 
-    def launch(self, jobs: Sequence[RunJob], on_progress: Callable[[], None]) -> None:
+    def launch(self, jobs: Sequence[Job], on_progress: Callable[[], None]) -> list[Any]:
         if not jobs:
-            return
+            return []
         info = cluster_info()
-        groups: dict[str, list[RunJob]] = defaultdict(list)
+        groups: dict[str, list[Job]] = defaultdict(list)
         by_key: dict[str, SlurmResources] = {}
         for job in jobs:
-            res = self.resources(job)
+            res = self.cfg.resources_for(job.learner_size)
+            res = res if job.data_parallel else res.one_process()
             key = res.model_dump_json()
             groups[key].append(job)
             by_key[key] = res
@@ -321,52 +384,70 @@ class SlurmExecutor:
         size = min(self.max_array_size or info.max_array_size, info.max_array_size)
         snapshot = make_snapshot(self.workdir) if self.cfg.snapshot else None
         cwd = os.getcwd()
+        # Jobs load the sweep's plugins from copies taken now, like the project's code.
+        copies = {
+            job.plugins: snapshot_plugins(job.plugins, self.workdir)
+            if self.cfg.snapshot
+            else job.plugins
+            for job in jobs
+        }
+        handles: list[Any] = []
         for key, group in groups.items():
-            group.sort(key=lambda j: j.run_id)
-            threads = by_key[key].cpus_per_task  # torch uses the cores SLURM gave the job
+            group.sort(key=lambda j: j.key)  # recover_submissions relies on this order
+            threads = by_key[key].cpus_per_task  # torch uses the cores SLURM gave each task
             for start in range(0, len(group), size):
-                chunk = [replace(j, cwd=cwd, threads=threads) for j in group[start : start + size]]
-                self._submit_array(chunk, by_key[key], snapshot)
+                chunk = [
+                    replace(j, cwd=cwd, threads=threads, plugins=copies[j.plugins])  # type: ignore[type-var]
+                    for j in group[start : start + size]
+                ]
+                handles += self._submit_array(chunk, by_key[key], snapshot)
                 on_progress()
+        return handles
 
     def _submit_array(
-        self, jobs: list[RunJob], resources: SlurmResources, snapshot: Path | None
-    ) -> None:
+        self, jobs: list[Job], resources: SlurmResources, snapshot: Path | None
+    ) -> list[Any]:
         sweep = jobs[0].sweep
         token = uuid.uuid4().hex[:16]
-        jobs = [replace(j, submission=token) for j in jobs]
-        run_ids = [j.run_id for j in jobs]
-        previous: dict[str, list[str]] = defaultdict(list)
-        for run_id, status, *_ in self.store.run_states_of(sweep, run_ids):
-            previous[status].append(run_id)
+        jobs = [j.submitted_as(token) for j in jobs]
+        keys = [j.key for j in jobs]
         params = submitit_parameters(
             resources,
-            job_name=job_name(sweep, token),
+            job_name=jobs[0].job_name(token),
             setup=self.cfg.setup,
             array_parallelism=self.cfg.array_parallelism or len(jobs),
             snapshot=snapshot,
             signal_delay_s=self.cfg.signal_delay_s,
         )
+        # Held until its pickles exist (orchestrator/submission.py), released below.
+        params["additional_parameters"] = {**params.get("additional_parameters", {}), **HOLD}
         executor = submitit.SlurmExecutor(
-            folder=self.workdir / "jobs" / "%j", max_num_timeout=self.cfg.max_num_timeout
+            folder=self.workdir / self.folder / "%j", max_num_timeout=self.cfg.max_num_timeout
         )
         executor.update_parameters(**params)
-        self.store.mark_submitted(sweep, run_ids, token)
+        undo = self.log.before(sweep, keys, token) if self.log else None
+        fault_point("after-mark")
         try:
             self.sbatch_calls += 1
-            with executor.batch():
-                handles = [executor.submit(SlurmRunJob(job)) for job in jobs]
-        except Exception as err:  # sbatch refused: give the runs their previous status back
-            self.store.unmark_submitted(sweep, dict(previous), token)
-            raise SubmissionError(f"sbatch refused the array of {len(jobs)} runs: {err}") from None
-        job_ids = {job.run_id: handle.job_id for job, handle in zip(jobs, handles, strict=True)}
-        self.store.attach_job_ids(sweep, token, job_ids)
+            # Pickles and job folders hold the store and tracking URLs: owner-only (the job
+            # logs too: sbatch passes this umask to the job).
+            with private_files(), executor.batch():
+                handles = [
+                    executor.submit(Requeueable(job) if job.requeueable else job) for job in jobs
+                ]
+        except Exception as err:  # sbatch refused: the log goes back to how it was
+            if self.log:
+                self.log.failed(sweep, undo, token)
+            raise SubmissionError(f"sbatch refused the array of {len(jobs)} jobs: {err}") from None
         array_id = handles[0].job_id.split("_")[0]
+        fault_point("after-sbatch")
+        release(array_id)  # every pickle is in place: the tasks may start
+        fault_point("after-release")
+        if self.log:
+            self.log.after(sweep, token, {k: h.job_id for k, h in zip(keys, handles, strict=True)})
+        fault_point("after-ids")
         self.submitted.append(SubmittedArray(token, array_id, len(jobs), resources))
-
-
-def job_name(sweep: str, token: str) -> str:
-    return f"as-{sweep}-{token}"
+        return handles
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,28 +461,57 @@ class Reconciled:
     ended: dict[str, int] = field(default_factory=dict)  # sacct state -> runs marked
 
 
-def recover_submissions(store: RunStore, sweep: str) -> Reconciled:
-    """Runs marked submitted without a job id: attach their jobs, or make them pending."""
+def recover_submissions(store: RunStore, sweep: str, release_held: bool = True) -> Reconciled:
+    """Runs marked submitted without a job id (a submission interrupted: see
+    orchestrator/submission.py): their array found in SLURM with every pickle in place is
+    released (unless ``release_held`` is false, for `cancel`) and its ids attached; found with
+    pickles missing, and older than grace_s(), it is cancelled; not found, or cancelled, the runs
+    are pending again."""
     result = Reconciled()
     orphans: dict[str, list[str]] = defaultdict(list)
-    for run_id, _, job_id, token, _ in store.run_states(sweep, [SUBMITTED]):
-        if job_id is None and token is not None:
-            orphans[token].append(run_id)
+    members: dict[str, list[str]] = defaultdict(list)  # every run of a submission, by token
+    for run_id, status, job_id, token, _ in store.run_states(sweep):
+        if token is not None:
+            members[token].append(run_id)
+            if status == SUBMITTED and job_id is None:
+                orphans[token].append(run_id)
     if not orphans:
         return result
     oldest = store.oldest_submission(sweep, list(orphans))
     age = (utcnow() - oldest).total_seconds() if oldest else 0.0
-    found = find_jobs_by_name([job_name(sweep, t) for t in orphans], age)
+    found = find_jobs_by_name([run_job_name(sweep, t) for t in orphans], age)
+    folder = jobs_folder(store, sweep)
     for token, run_ids in orphans.items():
-        run_ids.sort()  # the order the array was submitted in
-        array = found.get(job_name(sweep, token))
+        # The array holds every run of the submission, in run-id order; some may have started
+        # (and have their ids) since: their tasks are not the orphans'.
+        size = len(members[token])
+        array = found.get(run_job_name(sweep, token))
+        if array is not None and folder is not None and missing_pickles(folder, array, size):
+            submitted = store.oldest_submission(sweep, [token])
+            if submitted and (utcnow() - submitted).total_seconds() < grace_s():
+                continue  # its submitter may still be moving the pickles
+            subprocess.run(  # held, so none of its tasks has started
+                ["scancel", array], capture_output=True, timeout=COMMAND_TIMEOUT_S, check=False
+            )
+            array = None
         if array is None:
             store.unmark_submitted(sweep, {PENDING: run_ids}, token)
             result.requeued += len(run_ids)
-        else:
-            ids = [array] if len(run_ids) == 1 else [f"{array}_{i}" for i in range(len(run_ids))]
-            store.attach_job_ids(sweep, token, dict(zip(run_ids, ids, strict=True)))
-            result.recovered += len(run_ids)
+            continue
+        if release_held:
+            release(array, check=False)  # already released if the submitter got that far
+        tasks = (
+            tasks_by_key(folder, array, size)
+            if folder is not None
+            else dict(zip(sorted(members[token]), task_ids(array, size), strict=True))
+        )
+        ids = {run_id: tasks[run_id] for run_id in run_ids if run_id in tasks}
+        store.attach_job_ids(sweep, token, ids)
+        result.recovered += len(ids)
+        lost = sorted(set(run_ids) - set(ids))
+        if lost:  # in no task of the array (cannot happen unless its pickles were damaged)
+            store.unmark_submitted(sweep, {PENDING: lost}, token)
+            result.requeued += len(lost)
     return result
 
 
@@ -455,7 +565,7 @@ def reconcile(store: RunStore, sweep: str) -> Reconciled:
 
 def cancel(store: RunStore, sweep: str) -> int:
     """scancel every in-flight run's job; those runs become cancelled. Returns how many."""
-    recover_submissions(store, sweep)
+    recover_submissions(store, sweep, release_held=False)
     in_flight = store.run_states(sweep, IN_FLIGHT)
     job_ids = [j for _, _, j, _, _ in in_flight if j]
     if job_ids:

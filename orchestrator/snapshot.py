@@ -1,7 +1,7 @@
 """Code snapshots: queued SLURM jobs run the code as it was when they were submitted.
 
-From a source checkout (an editable install), ``submit`` copies the three packages
-(``orchestrator``, ``trainers``, ``analysis``; Python files and package data, no caches) into
+From a source checkout (an editable install), ``submit`` copies the project's packages
+(``activescale``, ``orchestrator``, ``trainers``, ``analysis``; Python files and package data, no caches) into
 ``WORKDIR/snapshots/<content hash>/`` and the jobs start there (``sbatch --chdir``), so
 ``python -m submitit.core._submit`` finds the snapshot's packages first on ``sys.path``.
 Equal code gives the same directory, so resubmitting unchanged code copies nothing. When the
@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-PACKAGES = ("orchestrator", "trainers", "analysis")
+PACKAGES = ("activescale", "orchestrator", "trainers", "analysis")
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,8 +1,8 @@
 """Sweep specifications: YAML -> validated run configs.
 
 A sweep YAML holds the sweep's own settings (``name``, ``workdir``, ``store``, ``tracking``,
-``executor``, ``max_attempts``, ``tune``, ``from_tuning``: see ``orchestrator/tune.py``), the
-base run config at the top level (``dataset``, ``learner``, ``scorer``, ``reference``,
+``executor``, ``max_attempts``, ``tune``, ``from_tuning``: see ``orchestrator/tune/``;
+``plugins``: see ``orchestrator/plugins.py``), the base run config at the top level (``dataset``, ``learner``, ``scorer``, ``reference``,
 ``selection``, ``optimizer``, ``budget``, ``eval``, ``seed``, ...),
 and a ``grid`` of dotted run-config keys to lists, expanded as a cartesian product::
 
@@ -13,8 +13,10 @@ and a ``grid`` of dotted run-config keys to lists, expanded as a cartesian produ
       selection.policy: [iid, learnability]
       seed: [0, 1]
 
-One loading order: defaults -> YAML -> dotted CLI overrides (``-o learner.lr=3e-4``). Every
-error names the dotted key, the value, what is allowed, and the file and line it came from.
+One loading order: defaults -> YAML -> dotted CLI overrides (``-o learner.lr=3e-4``) -> the
+plugins the result names are imported -> everything else is validated (against the built-in
+names and the plugins'). Every error names the dotted key, the value, what is allowed, and
+the file and line it came from.
 """
 
 from __future__ import annotations
@@ -27,22 +29,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from orchestrator.errors import SweepSpecError
+from activescale.errors import SweepSpecError
+from activescale.visible import one_line
 from orchestrator.executors import ExecutorConfig
+from orchestrator.keys import (
+    Lines,
+    deep_copy,
+    explain,
+    fail,
+    override_path,
+    parse_override,
+    set_dotted,
+)
 from orchestrator.plan import PlanConfig
-from orchestrator.tune import DISTRIBUTION_TAGS, TuneConfig, apply_best_params, check_tuning
-from trainers.config import OMITTED_WHEN_NONE, RunConfig
-from trainers.loop import preflight
+from orchestrator.plugins import PluginRef, load_sweep_plugins
+from orchestrator.sweep_yaml import decode, load_text
+from orchestrator.tune.config import DISTRIBUTION_TAGS, TuneConfig, check_tuning
+from trainers.config import OMITTED_WHEN_NONE, USER_INPUT, RunConfig
 from trainers.tracking import TrackingConfig
 
 
 class SweepSettings(BaseModel):
     """The sweep's own keys (everything else at the top level is the base run config)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
@@ -51,10 +63,13 @@ class SweepSettings(BaseModel):
     )
     description: str = Field("", description="Free text shown by `status` and the report.")
     workdir: str | None = Field(
-        None, description="Where the store, references, checkpoints and report go; null: runs/NAME."
+        None,
+        min_length=1,
+        description="Where the store, references, checkpoints and report go; null: runs/NAME.",
     )
     store: str | None = Field(
         None,
+        min_length=1,
         description=(
             "SQLAlchemy URL of the run store; null: sqlite:///WORKDIR/store.db. "
             "On a cluster: postgresql+psycopg2://user:pass@host/db."
@@ -67,14 +82,29 @@ class SweepSettings(BaseModel):
     )
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Cost estimate (`plan`).")
     tune: TuneConfig | None = Field(
-        None, description="Optuna studies run by `activescale tune` (see orchestrator/tune.py)."
+        None, description="Optuna studies run by `activescale tune` (see orchestrator/tune/)."
     )
     from_tuning: bool = Field(
         False, description="Runs take their study's best tuned values (run `tune` first)."
     )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Plugins imported before the runs are validated: module names, or paths to .py "
+            "files or package folders relative to this file (docs/plugins.md)."
+        ),
+    )
+
+    @field_validator("workdir", "store")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        return one_line(value)
 
 
-SWEEP_KEYS = set(SweepSettings.model_fields) | {"grid"}
+SWEEP_KEYS = frozenset(SweepSettings.model_fields) | {"grid"}
+MAX_GRID_POINTS = 1_000_000  # runs of one sweep: beyond, a store and a report stop being useful
+# Names pydantic puts into error locations that are not keys (union members, tagged unions).
+HIDDEN = frozenset({"MLPSize", "DataConfig", "ModelConfig", "ReferenceConfig", *DISTRIBUTION_TAGS})
 
 
 @dataclass(frozen=True)
@@ -104,6 +134,10 @@ class Sweep:
     source: str  # the YAML file, for messages
     runs: list[PlannedRun] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    # The plugins its `plugins:` list named, loaded before its configs were validated; every
+    # job of the sweep loads them again (orchestrator/plugins.py).
+    plugins: tuple[PluginRef, ...] = ()
+    lines: Lines | None = None  # where each key is written (for checks after loading)
 
     @property
     def name(self) -> str:
@@ -127,147 +161,38 @@ class Sweep:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with line numbers
-
-
-class Lines:
-    """Maps a key path in the YAML document to its line number."""
-
-    def __init__(self, source: str, text: str) -> None:
-        self.source = source
-        self.lines: dict[tuple[str, ...], int] = {}
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            node = None
-        if node is not None:
-            self._walk(node, ())
-
-    def _walk(self, node: yaml.Node, path: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = (*path, str(key_node.value))
-                self.lines[key] = key_node.start_mark.line + 1
-                self._walk(value_node, key)
-
-    def where(self, path: tuple[str, ...]) -> str:
-        """``file:line`` of the deepest known prefix of ``path``."""
-        for n in range(len(path), 0, -1):
-            if path[:n] in self.lines:
-                return f"{self.source}:{self.lines[path[:n]]}"
-        return self.source
-
-
-def _fail(where: str, key: str, value: Any, problem: str, fix: str) -> SweepSpecError:
-    shown = repr(value) if not isinstance(value, dict | list) or len(repr(value)) < 80 else "..."
-    return SweepSpecError(f"{where}: {key} = {shown}: {problem}. {fix}")
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """Field names of the model found by following ``loc`` (for 'unknown key' messages)."""
-    current: Any = model
-    for part in loc:
-        fields = getattr(current, "model_fields", None)
-        if fields is None or part not in fields:
-            return []
-        annotation = fields[part].annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next((c for c in candidates if hasattr(c, "model_fields")), None)
-    return sorted(getattr(current, "model_fields", {}))
-
-
-def _explain(
-    error: Any, model: type[BaseModel], prefix: tuple[str, ...] = ()
-) -> tuple[tuple[str, ...], str, str]:
-    """(key path, problem, fix) for one pydantic error."""
-    loc = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
-    hidden = {"MLPSize", "DataConfig", "ModelConfig", "ReferenceConfig", *DISTRIBUTION_TAGS}
-    loc = tuple(p for p in loc if p not in hidden)
-    path = prefix + loc
-    if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(model, loc[:-1])
-        if not loc[:-1] and model is RunConfig:
-            allowed = sorted(set(allowed) | SWEEP_KEYS)
-        return path, "unknown key", f"Allowed keys here: {', '.join(allowed)}."
-    message = str(error["msg"]).removeprefix("Value error, ")
-    # Cross-field rules (RunConfig._consistent) name their key first: "scorer: ...".
-    head, sep, rest = message.partition(": ")
-    if sep and " " not in head and head.split(".")[0] in model.model_fields:
-        path, message = (*prefix, *loc, *head.split(".")), rest
-    return path, message, "Fix it in the YAML, or override it with -o KEY=VALUE."
-
-
-# ---------------------------------------------------------------------------------------------
 # Loading
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``learner.lr=3e-4`` -> ("learner.lr", 0.0003); values are parsed as YAML."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise SweepSpecError(
-            f"override {text!r} is not KEY=VALUE; write e.g. -o learner.lr=3e-4 or -o grid.seed=[0,1]"
-        )
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError as err:
-        raise SweepSpecError(f"override {text!r}: the value is not valid YAML ({err})") from None
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read, override, validate and expand a sweep; nothing else (no data read, no store,
+    no tuning storage opened). Raises SweepSpecError with file:line.
 
-
-# Fields of a tune.space distribution (orchestrator/tune.py), which an override may set alone.
-_DISTRIBUTION_FIELDS = frozenset({"type", "low", "high", "log", "step", "choices"})
-
-
-def override_path(key: str) -> list[str]:
-    """Where ``-o key=value`` goes. Keys split at dots, except in ``tune.space``, whose keys
-    are dotted run-config keys themselves: ``tune.space.optimizer.lr.high`` sets ``high`` of
-    the ``optimizer.lr`` entry, ``tune.space.optimizer.lr`` the whole entry."""
-    parts = key.split(".")
-    if parts[:2] != ["tune", "space"] or len(parts) < 3:
-        return parts
-    rest = parts[2:]
-    if len(rest) > 1 and rest[-1] in _DISTRIBUTION_FIELDS:
-        return ["tune", "space", ".".join(rest[:-1]), rest[-1]]
-    return ["tune", "space", ".".join(rest)]
-
-
-def _set_dotted(data: dict[str, Any], key: str | list[str], value: Any) -> None:
-    parts = key.split(".") if isinstance(key, str) else key
-    for part in parts[:-1]:
-        child = data.get(part)
-        if not isinstance(child, dict):
-            child = data[part] = {}
-        data = child
-    data[parts[-1]] = value
-
-
-def load_sweep(
-    path: str | Path, overrides: list[str] | tuple[str, ...] = (), apply_tuning: bool = True
-) -> Sweep:
-    """Read, override, validate and expand a sweep. Raises SweepSpecError with file:line.
-
-    With ``from_tuning: true`` the runs take their study's best values, unless
-    ``apply_tuning`` is false (`activescale tune` itself)."""
+    What a config cannot know alone (data files, models that fit the data) and the tuned
+    values of a ``from_tuning`` sweep come after, in :func:`orchestrator.plan.prepare`."""
     path = Path(path)
+    if path.is_dir():
+        raise SweepSpecError(f"{str(path)!r} is a folder; pass the path of a sweep's YAML file")
     if not path.is_file():
         raise SweepSpecError(f"sweep file {str(path)!r} does not exist; pass a path to a YAML file")
-    text = path.read_text()
-    return parse_sweep(text, str(path), overrides, apply_tuning)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SweepSpecError(f"cannot read the sweep file {str(path)!r}: {err.strerror}") from None
+    return parse_sweep(decode(data, str(path)), str(path), overrides, folder=path.resolve().parent)
 
 
 def parse_sweep(
     text: str,
     source: str,
     overrides: list[str] | tuple[str, ...] = (),
-    apply_tuning: bool = True,
+    *,
+    folder: Path | None = None,
 ) -> Sweep:
-    lines = Lines(source, text)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise SweepSpecError(f"{where}: not valid YAML: {err}. Fix the syntax.") from None
+    """:func:`load_sweep` of YAML ``text``; ``source`` names it in messages, ``folder`` is
+    where its plugin paths are relative to (default: the folder of ``source``)."""
+    document = load_text(text, source)  # YAML 1.2 scalars, limits, no duplicate keys
+    raw, lines = document.data, Lines(source, text, document.node)
     if not isinstance(raw, dict):
         raise SweepSpecError(
             f"{source}: a sweep is a YAML mapping with at least `name:`; got {type(raw).__name__}"
@@ -281,21 +206,27 @@ def parse_sweep(
         elif key in grid:  # overriding a grid axis pins it to one value
             grid[key] = [value]
         else:
-            _set_dotted(raw, override_path(key), value)
+            set_dotted(raw, override_path(key), value)
         lines.lines[("override", key)] = 0
 
+    # Plugins first: they register the archs, sizes and datasets the rest is validated against.
+    plugins = load_sweep_plugins(
+        raw.get("plugins"),
+        folder or Path(source).resolve().parent,
+        lines.where(("plugins",)),
+    )
     settings_raw = {k: v for k, v in raw.items() if k in SweepSettings.model_fields}
     try:
         settings = SweepSettings.model_validate(settings_raw)
     except ValidationError as err:
         first = err.errors()[0]
-        key_path, problem, fix = _explain(first, SweepSettings)
+        key_path, problem, fix = explain(first, SweepSettings, (), HIDDEN)
         value = first.get("input")
-        raise _fail(lines.where(key_path), ".".join(key_path), value, problem, fix) from None
+        raise fail(lines.where(key_path), ".".join(key_path), value, problem, fix) from None
 
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict):
-        raise _fail(
+        raise fail(
             lines.where(("grid",)),
             "grid",
             grid,
@@ -303,11 +234,20 @@ def parse_sweep(
             "Write e.g. `grid: {seed: [0, 1]}`.",
         )
     base = {k: v for k, v in raw.items() if k not in SWEEP_KEYS}
-    sweep = Sweep(settings=settings, base=base, grid=grid, source=source, raw=raw)
+    sweep = Sweep(
+        settings=settings,
+        base=base,
+        grid=grid,
+        source=source,
+        raw=raw,
+        plugins=plugins,
+        lines=lines,
+    )
+    points = 1
     for key, values in grid.items():
         where = lines.where(("grid", key))
         if not isinstance(values, list) or not values:
-            raise _fail(
+            raise fail(
                 where,
                 f"grid.{key}",
                 values,
@@ -315,18 +255,25 @@ def parse_sweep(
                 "Give at least one value, e.g. [0, 1].",
             )
         if key.split(".")[0] in SWEEP_KEYS:
-            raise _fail(
+            raise fail(
                 where,
                 f"grid.{key}",
                 values,
                 "only run-config keys can be gridded",
                 "Move sweep settings out of the grid.",
             )
-    check_tuning(sweep, lines)
+        points *= len(values)
+    if points > MAX_GRID_POINTS:  # before expanding: itertools.product would run for ever
+        sizes = " x ".join(str(len(v)) for v in grid.values())
+        raise fail(
+            lines.where(("grid",)),
+            "grid",
+            "{...}",
+            f"{points:,} grid points ({sizes}), more than the {MAX_GRID_POINTS:,} a sweep may have",
+            "Split the study into several sweeps, or grid fewer values.",
+        )
+    check_tuning(sweep, lines, HIDDEN, SWEEP_KEYS)
     sweep.runs = list(_expand(sweep, lines))
-    if settings.from_tuning and apply_tuning:
-        sweep.runs = apply_best_params(sweep)
-    preflight(r.config for r in sweep.runs)  # data files readable, models fit the data
     return sweep
 
 
@@ -347,9 +294,9 @@ def _expand(sweep: Sweep, lines: Lines) -> Iterator[PlannedRun]:
         point_values = dict(zip(keys, values, strict=True))
         config = fast.validate(point_values)
         if config is None:  # slow path: the error message a full validation gives
-            point = _deep_copy(sweep.base)
+            point = deep_copy(sweep.base)
             for key, value in point_values.items():
-                _set_dotted(point, key, value)
+                set_dotted(point, key, value)
             config = _validate(point, lines, grid_keys=set(keys))
         resolved = config.resolved()
         text = fast.dump(resolved)
@@ -387,7 +334,9 @@ class _FastValidator:
             self.by_section.setdefault(key.split(".")[0], []).append(key)
         # What a grid point can change: its grid sections, and what resolved() clears.
         self.dynamic = (
-            set(self.by_section) | {"scorer", "reference", "selection"} | OMITTED_WHEN_NONE
+            set(self.by_section)
+            | {"scorer", "reference", "selection", "reference_cost"}
+            | OMITTED_WHEN_NONE
         )
 
     def validate(self, point: dict[str, Any]) -> RunConfig | None:
@@ -402,21 +351,21 @@ class _FastValidator:
                 return None
             cache_key = (section, tuple(repr(point[key]) for key in keys))
             if cache_key not in self.sections:
-                raw = _deep_copy(self.base.get(section))
+                raw = deep_copy(self.base.get(section))
                 raw = raw if isinstance(raw, dict) else {}
                 for key in keys:
-                    _set_dotted(raw, key.split(".", 1)[1], point[key])
+                    set_dotted(raw, key.split(".", 1)[1], point[key])
                 adapter = self.adapters.get(section)
                 if adapter is None:
                     annotation: Any = self.fields[section].annotation
                     adapter = self.adapters[section] = TypeAdapter(annotation)
                 try:
-                    self.sections[cache_key] = adapter.validate_python(raw)
+                    self.sections[cache_key] = adapter.validate_python(raw, context=USER_INPUT)
                 except ValidationError:
                     return None
             values[section] = self.sections[cache_key]
         try:
-            return RunConfig.model_validate(values)
+            return RunConfig.model_validate(values, context=USER_INPUT)
         except ValidationError:
             return None
 
@@ -468,22 +417,23 @@ class _FastValidator:
 
 def _validate(data: dict[str, Any], lines: Lines, grid_keys: set[str]) -> RunConfig:
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(data, context=USER_INPUT)
     except ValidationError as err:
         first = err.errors()[0]
-        key_path, problem, fix = _explain(first, RunConfig)
+        key_path, problem, fix = explain(first, RunConfig, (), HIDDEN, SWEEP_KEYS, data)
         dotted = ".".join(key_path)
-        gridded = next((g for g in grid_keys if dotted == g or dotted.startswith(g + ".")), None)
+        gridded = next(
+            (g for g in grid_keys if dotted in (g, *_prefixes(g)) or dotted.startswith(g + ".")),
+            None,
+        )
         where = lines.where(("grid", gridded)) if gridded else lines.where(key_path)
         value = first.get("input")
         if isinstance(value, dict) and not key_path:
             value = "{...}"
-        raise _fail(where, dotted or "(top level)", value, problem, fix) from None
+        raise fail(where, dotted or "(top level)", value, problem, fix) from None
 
 
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
+def _prefixes(key: str) -> list[str]:
+    """``a.b.c`` -> [``a``, ``a.b``]: a grid key that sets inside a value it replaced."""
+    parts = key.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]

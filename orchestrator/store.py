@@ -2,7 +2,8 @@
 
 Two tables (SQLAlchemy 2.x typed models) plus the attempt history:
 
-- ``sweeps``: one row per sweep name, with its spec and its MLflow parent run;
+- ``sweeps``: one row per sweep name, with its spec, its MLflow parent run and the run ids
+  of its grid as last registered (what ``report NAME`` and ``status NAME`` cover);
 - ``runs``: one row per (sweep, run id); the run id is a stable hash of the resolved config,
   so registering a sweep again adds only the runs it did not have;
 - ``attempts``: one row per execution attempt of a run (job id, host, outcome); a requeued
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from orchestrator.errors import StoreError
+from activescale.errors import StoreError
+from activescale.secrets import mask_text, mask_url, private_files
 
 PENDING, SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT = (
     "pending",
@@ -55,11 +57,14 @@ PENDING, SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT = (
     "cancelled",
     "timeout",
 )
-STATUSES = (PENDING, SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT)
+# A run stopped before its end (Ctrl-C, SIGTERM, its process gone: orchestrator/recovery.py)
+# or an attempt that ended without reporting (requeue, preemption). Neither in flight nor
+# failed: the next `run` resumes it from its checkpoint.
+INTERRUPTED = "interrupted"
+STATUSES = (PENDING, SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, INTERRUPTED)
 RETRYABLE = (FAILED, CANCELLED, TIMEOUT)
 IN_FLIGHT = (SUBMITTED, RUNNING)
 ERROR_TAIL_CHARS = 4000
-INTERRUPTED = "interrupted"  # an attempt that ended without reporting (requeue, preemption)
 CHUNK = 500  # rows per IN (...) clause
 
 
@@ -79,6 +84,11 @@ class SweepRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
     mlflow_parent_run_id: Mapped[str | None] = mapped_column(String(64))
+    grid: Mapped[str | None] = mapped_column(Text)  # run ids of the last registration, JSON
+
+    def grid_run_ids(self) -> frozenset[str] | None:
+        """The run ids of the grid as last registered (None: registered before they were kept)."""
+        return None if self.grid is None else frozenset(json.loads(self.grid))
 
 
 class RunRow(Base):
@@ -101,6 +111,19 @@ class RunRow(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     code_version: Mapped[str | None] = mapped_column(String(64))
     final_metrics: Mapped[str | None] = mapped_column(Text)  # JSON
+    # The plugins the latest attempt loaded (module, path, digest, version), JSON.
+    plugins: Mapped[str | None] = mapped_column(Text)
+    # Progress of the running attempt, written by the worker every few seconds; progress_at
+    # doubles as the run's heartbeat (a running run whose progress_at is old has stopped).
+    step: Mapped[int | None] = mapped_column(Integer)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    progress_at: Mapped[dt.datetime | None]
+    # The process that runs the attempt (pid and start time, on owner_host) and its heartbeat:
+    # how a run executed here is known to be stranded (orchestrator/recovery.py).
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    owner_started: Mapped[str | None] = mapped_column(String(32))
+    heartbeat_at: Mapped[dt.datetime | None]
 
     def config_dict(self) -> dict[str, Any]:
         return dict(json.loads(self.config))
@@ -138,10 +161,11 @@ def make_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(url, pool_pre_ping=True)
-    except (ArgumentError, ImportError) as err:
+    except (ArgumentError, ImportError, NoSuchModuleError, ValueError) as err:
         raise StoreError(
-            f"store URL {url!r} cannot be used: {err}. Use sqlite:///PATH or "
-            "postgresql+psycopg2://USER:PASS@HOST/DB (pip install 'activescale[postgres]')."
+            f"store URL {mask_url(url)!r} cannot be used: {mask_text(str(err))}. Use "
+            "sqlite:///PATH or postgresql+psycopg2://USER:PASS@HOST/DB "
+            "(pip install 'activescale[postgres]')."
         ) from None
     return engine
 
@@ -153,30 +177,58 @@ class RunStore:
         self.url = url
         self.engine = make_engine(url)
         try:
-            Base.metadata.create_all(self.engine)
+            # A SQLite store holds the sweep's spec (a tracking URL's password, say): created
+            # owner-only; SQLite gives its -wal and -shm files the same permissions.
+            with private_files():
+                Base.metadata.create_all(self.engine)
             self._migrate()
-        except OperationalError as err:
-            raise StoreError(f"cannot open the run store at {url!r}: {err.orig}") from None
+        except DBAPIError as err:  # unreachable, refused, or not a database (a damaged file)
+            raise StoreError(
+                f"cannot open the run store at {mask_url(url)}: {mask_text(str(err.orig))}; "
+                "check the URL (for SQLite: the file is a store, not another file)"
+            ) from None
 
     def _migrate(self) -> None:
         """Add columns that newer versions introduced to a store created by an older one."""
-        columns = {c["name"] for c in inspect(self.engine).get_columns("runs")}
-        if "submission" not in columns:
-            with self.engine.begin() as connection:
-                connection.execute(text("ALTER TABLE runs ADD COLUMN submission VARCHAR(64)"))
+        added = {
+            "runs": {
+                "submission": "VARCHAR(64)",
+                "plugins": "TEXT",
+                "step": "INTEGER",
+                "total_steps": "INTEGER",
+                "progress_at": "TIMESTAMP",
+                "owner_host": "VARCHAR(255)",
+                "owner_pid": "INTEGER",
+                "owner_started": "VARCHAR(32)",
+                "heartbeat_at": "TIMESTAMP",
+            },
+            "sweeps": {"grid": "TEXT"},
+        }
+        for table, wanted in added.items():
+            columns = {c["name"] for c in inspect(self.engine).get_columns(table)}
+            for name, kind in wanted.items():
+                if name not in columns:
+                    with self.engine.begin() as connection:
+                        connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
     # -- sweeps ---------------------------------------------------------------------------
-    def upsert_sweep(self, name: str, spec: dict[str, Any]) -> SweepRow:
+    def upsert_sweep(
+        self, name: str, spec: dict[str, Any], grid: Iterable[str] | None = None
+    ) -> SweepRow:
+        """Create or update the sweep's row; ``grid``: the run ids it has as configured now."""
+        grid_text = None if grid is None else json.dumps(sorted(grid))
         with self.session() as s, s.begin():
             row = s.get(SweepRow, name)
             if row is None:
-                row = SweepRow(name=name, spec=json.dumps(spec, sort_keys=True))
+                row = SweepRow(name=name, spec=json.dumps(spec, sort_keys=True), grid=grid_text)
                 s.add(row)
             else:
                 row.spec = json.dumps(spec, sort_keys=True)
+                if grid_text is not None:
+                    row.grid = grid_text
             return row
 
     def sweep(self, name: str) -> SweepRow | None:
@@ -265,7 +317,14 @@ class RunStore:
         with self.session() as s:
             return s.get(RunRow, (sweep, run_id))
 
-    def counts(self, sweep: str) -> dict[str, int]:
+    def counts(self, sweep: str, run_ids: Collection[str] | None = None) -> dict[str, int]:
+        """Runs per status: of the whole sweep, or of the runs ``run_ids`` (a grid)."""
+        if run_ids is not None:
+            counts = dict.fromkeys(STATUSES, 0)
+            for run_id, status, *_ in self.run_states(sweep):
+                if run_id in run_ids:
+                    counts[status] = counts.get(status, 0) + 1
+            return counts
         with self.session() as s:
             rows = s.execute(
                 select(RunRow.status, func.count())
@@ -345,22 +404,27 @@ class RunStore:
         job_id: str | None,
         host: str,
         code_version: str | None,
+        pid: int | None = None,
+        process_started: str | None = None,
     ) -> int | None:
         """Start a new attempt if this job still owns the run; else None (the job must exit).
 
         A job owns its run while the run is neither completed nor cancelled and, for jobs
         submitted with a token, the store still holds that token (a newer submission of the
-        same run makes older jobs stale).
+        same run makes older jobs stale). ``pid`` and ``process_started``: the process that
+        runs the attempt, on ``host`` (its owner: orchestrator/recovery.py).
         """
         with self.session() as s, s.begin():
             row = s.get(RunRow, (sweep, run_id), with_for_update=True)
             if row is None:
-                raise StoreError(f"run {run_id} of sweep {sweep!r} is not in the store {self.url}")
+                raise StoreError(
+                    f"run {run_id} of sweep {sweep!r} is not in the store {mask_url(self.url)}"
+                )
             if row.status in (COMPLETED, CANCELLED):
                 return None
             if token is not None and row.submission != token:
                 return None
-            return self._start_attempt(s, row, job_id, host, code_version)
+            return self._start_attempt(s, row, job_id, host, code_version, pid, process_started)
 
     def mark_started(
         self, sweep: str, run_id: str, job_id: str | None, host: str, code_version: str | None
@@ -369,12 +433,20 @@ class RunStore:
         with self.session() as s, s.begin():
             row = s.get(RunRow, (sweep, run_id))
             if row is None:
-                raise StoreError(f"run {run_id} of sweep {sweep!r} is not in the store {self.url}")
+                raise StoreError(
+                    f"run {run_id} of sweep {sweep!r} is not in the store {mask_url(self.url)}"
+                )
             return self._start_attempt(s, row, job_id, host, code_version)
 
     @staticmethod
     def _start_attempt(
-        s: Session, row: RunRow, job_id: str | None, host: str, code_version: str | None
+        s: Session,
+        row: RunRow,
+        job_id: str | None,
+        host: str,
+        code_version: str | None,
+        pid: int | None = None,
+        process_started: str | None = None,
     ) -> int:
         now = utcnow()
         # An attempt still open was cut short without reporting (requeue, preemption, kill).
@@ -391,8 +463,12 @@ class RunStore:
         row.status = RUNNING
         row.started_at = now
         row.finished_at = None
-        if job_id is not None:
-            row.job_id = job_id
+        row.step, row.progress_at = None, now  # the start is the attempt's first heartbeat
+        row.heartbeat_at = now
+        row.owner_host, row.owner_pid, row.owner_started = host, pid, process_started
+        # The job of this attempt: None when it runs here (a run once on SLURM, run locally
+        # now, must not be reconciled with its old job).
+        row.job_id = job_id
         row.code_version = code_version
         s.add(
             AttemptRow(
@@ -418,7 +494,9 @@ class RunStore:
         with self.session() as s, s.begin():
             row = s.get(RunRow, (sweep, run_id))
             if row is None:
-                raise StoreError(f"run {run_id} of sweep {sweep!r} is not in the store {self.url}")
+                raise StoreError(
+                    f"run {run_id} of sweep {sweep!r} is not in the store {mask_url(self.url)}"
+                )
             row.status = status
             row.finished_at = utcnow()
             row.error_tail = tail
@@ -448,12 +526,47 @@ class RunStore:
                 .values(status=INTERRUPTED, finished_at=utcnow())
             )
 
+    def set_progress(self, sweep: str, run_id: str, step: int, total_steps: int) -> None:
+        """The running attempt is at ``step`` of ``total_steps`` now (also its heartbeat)."""
+        with self.session() as s, s.begin():
+            s.execute(
+                update(RunRow)
+                .where(RunRow.sweep == sweep, RunRow.id == run_id)
+                .values(
+                    step=step, total_steps=total_steps, progress_at=utcnow(), heartbeat_at=utcnow()
+                )
+            )
+
+    def progress(
+        self, sweep: str, statuses: Sequence[str] = (RUNNING,)
+    ) -> list[tuple[str, str, int | None, int | None, dt.datetime | None, dt.datetime | None]]:
+        """(run id, label, step, total steps, progress_at, started_at) of runs in ``statuses``."""
+        with self.session() as s:
+            query = select(
+                RunRow.id,
+                RunRow.label,
+                RunRow.step,
+                RunRow.total_steps,
+                RunRow.progress_at,
+                RunRow.started_at,
+            ).where(RunRow.sweep == sweep, RunRow.status.in_(statuses))
+            return [tuple(row) for row in s.execute(query.order_by(RunRow.id))]  # type: ignore[misc]
+
     def set_mlflow_run_id(self, sweep: str, run_id: str, mlflow_run_id: str) -> None:
         with self.session() as s, s.begin():
             s.execute(
                 update(RunRow)
                 .where(RunRow.sweep == sweep, RunRow.id == run_id)
                 .values(mlflow_run_id=mlflow_run_id)
+            )
+
+    def set_plugins(self, sweep: str, run_id: str, plugins: list[dict[str, Any]]) -> None:
+        """Record the plugins a run's attempt loaded (their files' digests and versions)."""
+        with self.session() as s, s.begin():
+            s.execute(
+                update(RunRow)
+                .where(RunRow.sweep == sweep, RunRow.id == run_id)
+                .values(plugins=json.dumps(plugins, sort_keys=True))
             )
 
     def attempts(self, sweep: str, run_id: str) -> list[AttemptRow]:

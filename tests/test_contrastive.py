@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from orchestrator.errors import ConfigError, DataError, SweepSpecError
+from activescale.errors import ConfigError, DataError, SweepSpecError
 from orchestrator.spec import parse_sweep
 from tests.test_loop import _Stop, _StoppingLogger
 from trainers.captions import (
@@ -42,9 +42,10 @@ from trainers.contrastive import (
     pair_losses,
 )
 from trainers.data import DataConfig, generate_mnist1d, load_splits, make_source
+from trainers.data.pairs import PairedSplits, PairStreamSource
+from trainers.data.pairs import pair_block as _pair_block
 from trainers.loop import RunContext, train
-from trainers.models import LADDERS, ModelConfig, count_params
-from trainers.pairs import PairedSplits, PairStreamSource, _pair_block
+from trainers.models import ModelConfig, count_params, ladder
 from trainers.tasks import DataSpec, data_spec
 from trainers.tracking import MemoryLogger
 
@@ -242,7 +243,7 @@ def test_two_tower_ladder_spans_two_orders_of_magnitude(arch: str) -> None:
     spec = DataSpec((40,), 10, (10,), vocab_size("rich"))
     params = [
         count_params(Contrastive().build(ModelConfig(arch=arch, size=size), spec, 0))  # type: ignore[arg-type]
-        for size in LADDERS[arch]
+        for size in ladder(arch).sizes
     ]
     assert len(params) >= 6 and params == sorted(params)
     assert params[-1] / params[0] >= 100
@@ -334,7 +335,10 @@ def test_chunk_defaults_to_the_batch_size_and_is_ignored_by_iid() -> None:
     ("overrides", "message"),
     [
         ({"dataset": {"name": "mnist1d"}}, r"^task: 'contrastive' learns from signal-caption"),
-        ({"task": "classification"}, r"^dataset\.name: 'mnist1d_pairs' gives captions"),
+        (
+            {"task": "classification"},
+            r"^dataset\.name: 'mnist1d_pairs' gives signal-caption pairs, not class labels",
+        ),
         (
             {"task": "classification", "dataset": {}, "contrastive": {"chunk": 8}},
             r"^contrastive: settings of task 'contrastive'",

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.bootstrap import bootstrap_seeds, compute_at_targets
+from analysis.compute_at import compute_at_targets, interpolate_compute_at
 from analysis.curves import frontier_of, seed_runs, usable_points
-from analysis.fit import fit_curve, interpolate_compute_at
+from analysis.fit import fit_curve
+from analysis.frontier import envelope_indices
 from analysis.load import deduplicate
 from analysis.multiplier import multiplier_rows, report_targets
+from analysis.run_bootstrap import bootstrap_runs
 
 SIZES = {"s": 1_000, "m": 4_000, "l": 16_000}
 
@@ -77,6 +79,14 @@ def test_frontier_takes_the_lower_envelope_over_learner_sizes() -> None:
     )
     (runs,) = seed_runs(pd.concat([frame, worse]))
     assert "xl" not in frontier_of(runs).learner_size
+
+
+def test_lower_envelope_keeps_strict_improvements() -> None:
+    compute = np.array([10.0, 1.0, 5.0, 5.0, 20.0])
+    error = np.array([0.3, 0.5, 0.6, 0.4, 0.3])
+    keep = envelope_indices(compute, error)
+    assert compute[keep].tolist() == [1.0, 5.0, 10.0]
+    assert error[keep].tolist() == [0.5, 0.4, 0.3]
 
 
 def test_a_seed_missing_in_one_size_counts_only_where_present() -> None:
@@ -147,7 +157,7 @@ def test_same_config_under_a_new_run_id_is_a_duplicate() -> None:
     assert [r.info.run_id for r, _ in dropped] == ["old"]
 
 
-def test_vectorised_interpolation_matches_fit_module() -> None:
+def test_vectorised_interpolation_matches_the_scalar_one() -> None:
     compute = np.geomspace(1, 1e4, 9)
     error = law(compute)
     targets = np.array([error[0] * 1.1, error[3] * 0.97, error[-1], error[-1] * 0.9])
@@ -171,15 +181,13 @@ def _experiment(rng: np.random.Generator, seeds: int, n_resamples: int, fit: boo
         {c.label: fit_curve(c.compute, c.error, "power_law_offset") for c in curves} if fit else {}
     )
     targets = report_targets(curves[0])
-    boot = bootstrap_seeds(
-        runs, fits, targets, n_resamples=n_resamples, seed=int(rng.integers(1e9))
-    )
+    boot = bootstrap_runs(runs, fits, targets, n_resamples=n_resamples, seed=int(rng.integers(1e9)))
     return multiplier_rows(curves, fits, boot, len(targets))
 
 
 def test_data_multiplier_intervals_cover_a_known_multiplier() -> None:
     """Over 40 synthetic sweeps (6 seeds each) the 95% interval at the two easier targets
-    covers the true multiplier 2 at least 80% of the time (the seed bootstrap with few
+    covers the true multiplier 2 at least 80% of the time (the bootstrap over runs with few
     seeds under-covers a little: its variance is shrunk by (n - 1) / n). At IID's own best
     error a resampled IID frontier misses the target about half the time, so the data
     interval there is withheld when most resamples are undefined."""
@@ -213,7 +221,7 @@ def test_single_seed_gives_estimates_without_intervals() -> None:
     curves = [frontier_of(r) for r in runs]
     fits = {c.label: fit_curve(c.compute, c.error, "power_law_offset") for c in curves}
     targets = report_targets(curves[0])
-    boot = bootstrap_seeds(runs, fits, targets, n_resamples=1000)
+    boot = bootstrap_runs(runs, fits, targets, n_resamples=1000)
     assert not boot.resampled and boot.n_resamples == 1
     rows = multiplier_rows(curves, fits, boot, len(targets))
     assert all(r.data_ci is None and r.fitted_ci is None for r in rows)

@@ -1,10 +1,9 @@
-"""Tests for trainers/data.py: MNIST-1D generator fidelity, corruptions, splits, sources, npz."""
+"""Tests for trainers/data/: MNIST-1D generator fidelity, corruptions, splits, sources, npz."""
 
 from __future__ import annotations
 
 import io
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from orchestrator.errors import ConfigError, DataError
-from trainers import data
+from activescale.errors import ConfigError, DataError
 from trainers.data import (
     BatchSource,
     DataConfig,
@@ -28,6 +26,7 @@ from trainers.data import (
     load_splits,
     make_source,
 )
+from trainers.data import mnist1d as data
 
 
 def within_binomial(count: int, n: int, rate: float, sigmas: float = 4.0) -> bool:
@@ -274,10 +273,16 @@ def test_config_sizes_must_be_positive(field: str) -> None:
 
 
 @pytest.mark.parametrize("field", ["label_noise", "noise_inputs", "duplicate_easy"])
-@pytest.mark.parametrize("value", [-0.1, 1.0, float("nan")])
+@pytest.mark.parametrize("value", [-0.1, 1.0])
 def test_config_rates_must_be_fractions(field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=rf"{field}=.* is not allowed: .*\[0, 1\)"):
         DataConfig.model_validate({field: value})
+
+
+@pytest.mark.parametrize("field", ["label_noise", "noise_inputs", "duplicate_easy"])
+def test_config_rates_must_be_finite(field: str) -> None:
+    with pytest.raises(ValidationError, match="finite number"):
+        DataConfig.model_validate({field: float("nan")})
 
 
 def test_config_replacement_rates_must_sum_below_one() -> None:
@@ -483,10 +488,37 @@ def test_npz_uses_given_clean_split(tmp_path: Path) -> None:
 
 def test_npz_training_data_are_corrupted_but_not_test(tmp_path: Path) -> None:
     arrays = npz_arrays(n=4000)
+    arrays["corrupted"] = np.zeros(4000, dtype=bool)  # a file that says it is clean
     cfg = write_npz(tmp_path, arrays).model_copy(update={"label_noise": 0.25})
     splits = load_splits(cfg)
+    assert splits.train_corrupted is not None
     assert within_binomial(int(splits.train_corrupted.sum()), 3980, 0.25)
     assert torch.equal(splits.test_y, torch.from_numpy(arrays["y_test"]))
+
+
+def test_npz_without_a_corruption_mask_cannot_say_what_is_corrupted(tmp_path: Path) -> None:
+    cfg = write_npz(tmp_path, npz_arrays(n=400)).model_copy(update={"label_noise": 0.25})
+    assert load_splits(cfg).train_corrupted is None  # unknown, not "nothing corrupted"
+
+
+def test_npz_corruption_mask_combines_with_injected_noise(tmp_path: Path) -> None:
+    arrays = npz_arrays(n=4000)
+    marked = np.zeros(4000, dtype=bool)
+    marked[::2] = True  # the file says every other example is corrupted
+    arrays |= {"corrupted": marked, "x_clean": np.zeros((7, 2, 3)), "y_clean": np.arange(7) % 4}
+    splits = load_splits(write_npz(tmp_path, arrays).model_copy(update={"label_noise": 0.2}))
+    mask = splits.train_corrupted
+    assert mask is not None and mask[::2].all()  # the file's marks stay
+    # The other half: corrupted where the injected label noise flipped a label (20%).
+    assert within_binomial(int(mask[1::2].sum()), 2000, 0.2)
+
+
+@pytest.mark.parametrize(
+    "mask", [np.zeros(7, dtype=bool), np.zeros(200, dtype=np.int64)], ids=["length", "dtype"]
+)
+def test_npz_corruption_mask_must_be_bool_per_example(tmp_path: Path, mask: np.ndarray) -> None:
+    with pytest.raises(DataError, match=r"array 'corrupted' has dtype .* must be bool"):
+        load_splits(write_npz(tmp_path, npz_arrays() | {"corrupted": mask}))
 
 
 def test_npz_missing_file(tmp_path: Path) -> None:
@@ -522,7 +554,7 @@ def test_npz_labels_must_be_integers(tmp_path: Path) -> None:
 
 def test_npz_labels_must_be_non_negative(tmp_path: Path) -> None:
     arrays = npz_arrays() | {"y_test": -np.ones(50, dtype=np.int64)}
-    with pytest.raises(DataError, match="array 'y_test' has label -1; labels must be >= 0"):
+    with pytest.raises(DataError, match="array 'y_test' has label -1 at index 0; labels must be"):
         load_splits(write_npz(tmp_path, arrays))
 
 
@@ -574,43 +606,7 @@ def test_npz_rejects_pickled_arrays(tmp_path: Path) -> None:
         load_splits(write_npz(tmp_path, arrays))
 
 
-# ---------------------------------------------------------------------------------------------
-# torchvision datasets (optional extra)
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["cifar10", "imagefolder"])
-def test_vision_without_torchvision_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
-) -> None:
-    monkeypatch.setitem(sys.modules, "torchvision", None)  # makes the import fail
-    with pytest.raises(DataError, match=r"pip install 'activescale\[vision\]'"):
-        load_splits(DataConfig.model_validate({"name": name, "path": str(tmp_path)}))
-
-
-def test_cifar10_is_never_downloaded(tmp_path: Path) -> None:
-    pytest.importorskip("torchvision")
-    with pytest.raises(DataError, match="Data are never downloaded"):
-        load_splits(DataConfig(name="cifar10", path=str(tmp_path)))
-    assert not any(tmp_path.iterdir())
-
-
-def test_imagefolder_loads_normalised_images(tmp_path: Path) -> None:
-    pytest.importorskip("torchvision")
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 30), ("test", 6)):
-        for label in ("cat", "dog"):
-            (tmp_path / split / label).mkdir(parents=True)
-            for i in range(count // 2):
-                pixels = rng.integers(0, 256, (8, 6, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(tmp_path / split / label / f"{i}.png")
-    splits = load_splits(DataConfig(name="imagefolder", path=str(tmp_path), clean_size=4))
-    assert splits.input_shape == (3, 8, 6) and splits.num_classes == 2
-    assert len(splits.train_y) == 26 and len(splits.clean_y) == 4 and len(splits.test_y) == 6
-    all_train = torch.cat([splits.train_x, splits.clean_x])
-    assert torch.allclose(all_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+# cifar10 and imagefolder (their real formats, without torchvision): tests/test_shards.py
 
 
 def test_signal_noise_makes_a_related_task_and_keeps_standard_ids() -> None:
@@ -626,3 +622,28 @@ def test_signal_noise_makes_a_related_task_and_keeps_standard_ids() -> None:
     assert not np.allclose(a[0], b[0])
     assert b[0].std() > a[0].std()
     assert np.array_equal(a[0], generate_mnist1d(2000, np.random.default_rng(0), noise=1.0)[0])
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["no mask", "mask"])
+def test_selected_corrupted_is_logged_only_where_corruption_is_known(
+    tmp_path: Path, marked: bool
+) -> None:
+    from tests.conftest import tiny_run_config
+    from trainers.config import RunConfig
+    from trainers.loop import RunContext, train
+    from trainers.tracking import MemoryLogger
+
+    arrays = npz_arrays(n=600) | {"x": np.random.default_rng(1).normal(size=(600, 40))}
+    arrays |= {"x_test": np.random.default_rng(2).normal(size=(50, 40))}
+    if marked:
+        arrays["corrupted"] = np.zeros(600, dtype=bool)
+    data = write_npz(tmp_path, arrays).model_dump(mode="json") | {"label_noise": 0.3}
+    cfg = RunConfig.model_validate(tiny_run_config(dataset=data, budget={"steps": 10}))
+    logger = MemoryLogger()
+    train(cfg.resolved(), RunContext(workdir=tmp_path / "work"), logger)
+    logged = [metrics for _, metrics in logger.history]
+    assert logged
+    if marked:
+        assert all(0.0 < m["selected_corrupted"] < 1.0 for m in logged)
+    else:
+        assert not any("selected_corrupted" in m for m in logged)  # absent, not 0

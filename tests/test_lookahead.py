@@ -13,10 +13,17 @@ from trainers import loop
 from trainers.config import RunConfig
 from trainers.contrastive import Contrastive
 from trainers.data import BatchSource, DataConfig, load_splits, make_source
-from trainers.lookahead import BlockScorer, Draw, Lookahead, lookahead_steps
-from trainers.loop import RunContext, block_scorer, per_example_loss, train
+from trainers.lookahead import (
+    BlockScorer,
+    Draw,
+    Lookahead,
+    block_scorer,
+    lookahead_steps,
+    per_example_loss,
+)
+from trainers.loop import RunContext, train
 from trainers.models import ModelConfig, build_model
-from trainers.tasks import TASKS, data_spec
+from trainers.tasks import Classification, data_spec
 from trainers.tracking import MemoryLogger
 
 CPU = torch.device("cpu")
@@ -30,7 +37,7 @@ def source_for(regime: str) -> BatchSource:
 
 
 def reference_scorer() -> BlockScorer:
-    task = TASKS["classification"]
+    task = Classification()
     model = build_model(ModelConfig(arch="mlp", size="s"), (40,), 10, seed=0)
     return block_scorer(task, model, SIZE, loop.autocast_for(CPU))
 
@@ -102,7 +109,7 @@ def test_a_lookahead_resumed_from_its_state_goes_on_identically(stop: int) -> No
 def test_a_frozen_model_scores_a_block_of_super_batches_as_it_scores_each() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(8 * SIZE, 40), torch.randint(10, (8 * SIZE,))
-    task = TASKS["classification"]
+    task = Classification()
     for arch in ("mlp", "cnn1d"):
         model = build_model(ModelConfig(arch=arch, size="m"), (40,), 10, seed=0)
         one_pass = block_scorer(task, model, SIZE, loop.autocast_for(CPU))(x, y)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.errors import ConfigError
+from activescale.errors import ConfigError
 from tests.conftest import tiny_run_config
 from trainers.config import RunConfig
 from trainers.loop import Interrupted, RunContext, train
@@ -242,7 +242,7 @@ def test_transfer_reference_with_other_shapes_fails_before_training(tmp_path: Pa
 def test_estimate_matches_the_ledger(tmp_path: Path, policy: str, clean_size: int) -> None:
     """Also when the clean split (40) is smaller than the reference's batch (64), so that
     pretraining takes batches of the whole split."""
-    from trainers.loop import estimate_flops
+    from orchestrator.plan import estimate_flops
 
     data = {"train_size": 512, "test_size": 256, "clean_size": clean_size, "label_noise": 0.3}
     overrides = {"selection": {"policy": policy, "keep": 0.5}, "dataset": data}

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import SweepSpecError
-from orchestrator.plan import plan
+from activescale.errors import SweepSpecError
+from orchestrator.plan import FlopEstimate, estimate_flops, plan
 from orchestrator.snapshot import content_hash, make_snapshot
 from orchestrator.spec import parse_sweep
 from orchestrator.store import RunStore
 from tests.conftest import TINY_SWEEP
 from trainers.config import RunConfig
-from trainers.loop import FlopEstimate, estimate_flops
 
 GRID = "grid:\n  learner.size: [xxs, xs]\n  selection.policy: [iid, learnability]\n  seed: [0, 1]\n  optimizer.lr: [0.001, 0.002]\n  scorer.size: [xxs, xs]\n"
 
@@ -73,7 +73,7 @@ def test_plan_command_prints_the_summary(
 
 def test_snapshot_is_a_content_addressed_copy(tmp_path: Path) -> None:
     root = tmp_path / "src"
-    for package in ("orchestrator", "trainers", "analysis"):
+    for package in ("activescale", "orchestrator", "trainers", "analysis"):
         (root / package / "__pycache__").mkdir(parents=True)
         (root / package / "__init__.py").write_text(f"NAME = {package!r}\n")
         (root / package / "__pycache__" / "x.pyc").write_bytes(b"junk")
@@ -117,3 +117,69 @@ def test_a_stale_or_finished_job_does_not_start_its_run(tmp_path: Path) -> None:
     assert [a.status for a in store.attempts("s", "r1")] == ["interrupted", "running"]
     store.mark_finished("s", "r1", "completed", metrics={})
     assert store.try_start("s", "r1", "new", "2_0", "h", None) is None
+
+
+def test_local_runs_spread_over_the_visible_gpus() -> None:
+    from orchestrator.executors import gpus_for
+
+    two = ["0", "1"]
+    assert [gpus_for(two, 1, i) for i in range(3)] == ["0", "1", "0"]  # runs share when many
+    assert gpus_for(two, 2, 0) == gpus_for(two, 2, 1) == "0,1"  # one GPU per process
+    assert gpus_for(["GPU-a", "GPU-b", "GPU-c"], 2, 1) == "GPU-c,GPU-a"  # names pass through
+    assert gpus_for(two, 4, 0) == "0,1"  # never the same GPU twice in one run
+    assert gpus_for([], 2, 0) == ""  # no GPU: none visible, as before
+
+
+def test_a_local_job_sees_the_gpus_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """submitit's LocalExecutor sets CUDA_VISIBLE_DEVICES="" for a job that asks for no GPU;
+    the job's own setup line gives it its GPUs back (a variable, so no GPU is needed here)."""
+    import functools
+    import os
+
+    from orchestrator.executors import local_executor, visible_gpus
+
+    report = functools.partial(os.getenv, "CUDA_VISIBLE_DEVICES")  # runs in the job
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5")
+    assert visible_gpus() == ["3", "5"]
+    seen = [local_executor(tmp_path, 1, 1, gpus).submit(report).result() for gpus in ("5", "")]
+    assert seen == ["5", ""]
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn1d", "vit"])
+@pytest.mark.parametrize("task", ["classification", "contrastive"])
+def test_the_cpu_activation_probe_measures_what_the_meta_one_does(
+    arch: str, task: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation probes small models on the CPU (zero weights, one thread) instead of the meta
+    device; both must see the same output sizes, for every built-in ladder and task."""
+    import torch
+
+    from orchestrator import plausibility
+    from orchestrator.plan import data_spec_of
+    from trainers.tasks import task_for
+
+    overrides: dict[str, object] = {"learner": {"arch": arch, "size": "s"}}
+    if task == "contrastive":
+        overrides |= {"task": "contrastive", "dataset": {"name": "mnist1d_pairs"}}
+    cfg = RunConfig.model_validate(overrides)
+    entry, spec = task_for(cfg), data_spec_of(cfg)
+    if arch == "vit":  # images: 3 x 16 x 16
+        spec = dataclasses.replace(spec, input_shape=(3, 16, 16))
+        cfg.learner = cfg.learner.model_copy(update={"patch": 4})
+    with torch.device("meta"):
+        model = entry.build(cfg.learner, spec, 0)
+    meta = plausibility.forward_bytes(entry, model, spec, 4, torch.device("meta"))
+    probed = []
+    measure = plausibility.forward_bytes
+
+    def spy(*args: object) -> tuple[float, float]:
+        probed.append(str(args[-1]))
+        return measure(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plausibility, "forward_bytes", spy)
+    threads = torch.get_num_threads()
+    assert plausibility._per_example(entry, cfg.learner, model, spec) == (meta[0] / 4, meta[1] / 4)
+    assert probed == ["cpu"] and torch.get_num_threads() == threads
+    assert all(p.device.type == "meta" for p in model.parameters())  # the meta model is kept

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import SweepSpecError
+from activescale.errors import SweepSpecError
 from orchestrator.executors import ExecutorConfig
-from orchestrator.sbatch import sbatch_text, submitit_parameters
+from orchestrator.sbatch import SlurmResources, sbatch_text, submitit_parameters
 from orchestrator.spec import parse_sweep
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -59,6 +59,15 @@ def test_sbatch_text_golden() -> None:
     cfg = hostile_executor()
     check_golden("sbatch_small.sh", render(cfg, "s", Path("/shared/snap $(x)/abc")))
     check_golden("sbatch_xl.sh", render(cfg, "xl", None))
+
+
+def test_data_parallel_sbatch_golden() -> None:
+    """A run on 2 nodes x 4 tasks, one per GPU: srun starts all eight processes."""
+    big = SlurmResources(nodes=2, tasks_per_node=4, gpus_per_node=4, cpus_per_task=8)
+    cfg = hostile_executor().model_copy(update={"resources": {"xxl": big}})
+    text = render(cfg, "xxl", None)
+    assert "#SBATCH --nodes=2\n" in text and "#SBATCH --ntasks-per-node=4\n" in text
+    check_golden("sbatch_data_parallel.sh", text)
 
 
 def test_hostile_values_never_run(tmp_path: Path) -> None:

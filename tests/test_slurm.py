@@ -10,11 +10,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +39,7 @@ from orchestrator.store import (
     SUBMITTED,
     RunStore,
 )
-from tests.conftest import TINY_RUN, need_service
+from tests.conftest import TINY_RUN, mlflow_server, need_service
 from trainers.config import RunConfig
 from trainers.loop import RunContext, train
 from trainers.tracking import MemoryLogger
@@ -100,7 +97,23 @@ def wait_done(store: RunStore, sweep: str, timeout_s: float = 240) -> dict[str, 
         if not counts[SUBMITTED] and not counts["running"] and not counts[PENDING]:
             return counts
         time.sleep(1.0)
-    raise AssertionError(f"sweep {sweep} not done after {timeout_s} s: {store.counts(sweep)}")
+    raise AssertionError(
+        f"sweep {sweep} not done after {timeout_s} s: {store.counts(sweep)}\n"
+        + slurm_state(store, sweep)
+    )
+
+
+def slurm_state(store: RunStore, sweep: str) -> str:
+    """What SLURM says of the sweep's jobs (for the message of a test that waited too long)."""
+    jobs = sorted({row.job_id.split("_")[0] for row in store.runs(sweep) if row.job_id})
+    commands = [["squeue", "-h", "-o", "%i %T %r %M"], ["sinfo", "-N", "-h"]]
+    if jobs:
+        commands.append(["sacct", "-n", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(jobs)])
+    out = []
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        out.append(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}")
+    return "\n".join(out)
 
 
 def mlflow_runs(tracking_uri: str, experiment: str) -> tuple[list[object], list[object]]:
@@ -136,54 +149,13 @@ def test_parsing_slurm_output() -> None:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mlflow_on_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     need_service(postgres_up(), f"PostgreSQL at {POSTGRES_URL} (scripts/local-postgres up)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     artifacts = tmp_path_factory.mktemp("mlartifacts")
-    log = (artifacts / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            MLFLOW_DB_URL,
-            "--artifacts-destination",
-            artifacts.as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"mlflow server did not start: {(artifacts / 'server.log').read_text()}")
-        time.sleep(0.5)
-    try:
+    with mlflow_server(
+        MLFLOW_DB_URL, artifacts, artifacts / "server.log", "--workers", "2", timeout_s=120
+    ) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.mark.slurm
@@ -197,7 +169,7 @@ def test_six_run_array_completes_lands_in_mlflow_and_resubmits_nothing(
 ) -> None:
     extra = ""
     if backend == "postgres":
-        server = request.getfixturevalue("mlflow_server")
+        server = request.getfixturevalue("mlflow_on_postgres")
         extra = f"store: {POSTGRES_URL}\ntracking: {{uri: '{server}'}}\n"
     path = write_sweep(tmp_path, SLURM_SWEEP + SIX_RUNS, extra=extra)
     sweep = load_sweep(path)
@@ -415,9 +387,10 @@ def test_hostile_yaml_values_never_reach_a_shell(slurm: None, tmp_path: Path) ->
 
 @pytest.mark.slurm
 def test_cancel_and_a_job_killed_behind_our_back(slurm: None, tmp_path: Path) -> None:
-    # Held jobs never start: cancel and reconcile without spending CPU.
+    # Jobs that may start only in an hour: cancel and reconcile without spending CPU (`hold`
+    # is activescale's own: every array is held until its files exist, then released).
     body = SLURM_SWEEP.replace(
-        "timeout_min: 10}", "timeout_min: 10, additional_parameters: {hold: true}}"
+        "timeout_min: 10}", "timeout_min: 10, additional_parameters: {begin: now+1hour}}"
     )
     path = write_sweep(tmp_path, body + "grid:\n  seed: [0, 1, 2]\n")
     sweep = load_sweep(path)
@@ -470,9 +443,21 @@ def test_bad_input_exits_2_and_leaves_the_store_alone(
     assert "not a SLURM submit host" in capsys.readouterr().err and not store_db.exists()
     monkeypatch.undo()
 
-    # sbatch itself refuses (more memory than the node has): runs keep their status.
+    # More memory than the largest node has: named before anything is written.
     path = write_sweep(
         tmp_path, SLURM_SWEEP.replace("cpus_per_task: 1", "cpus_per_task: 1, mem_gb: 100000")
+    )
+    assert main(["submit", str(path)]) == 2
+    assert "largest node of partition 'debug'" in capsys.readouterr().err
+    assert not store_db.exists()
+
+    # sbatch itself refuses (a node feature no node has, which validation does not know):
+    # runs keep their status.
+    path = write_sweep(
+        tmp_path,
+        SLURM_SWEEP.replace(
+            "timeout_min: 10}", "timeout_min: 10, additional_parameters: {constraint: nosuch}}"
+        ),
     )
     assert main(["submit", str(path)]) == 2
     assert "sbatch refused" in capsys.readouterr().err

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from activescale.errors import SweepSpecError
 from orchestrator.cli import main
-from orchestrator.errors import SweepSpecError
 from orchestrator.spec import load_sweep, parse_sweep
 
 BASE = """\
@@ -183,5 +183,5 @@ SHIPPED = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml"
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_sweep_is_valid(path: Path) -> None:
     # from_tuning sweeps need their studies; validate them as written, without the tuning.
-    sweep = load_sweep(path, apply_tuning=False)
+    sweep = load_sweep(path)
     assert sweep.runs and all(r.run_id == r.config.run_id() for r in sweep.runs)

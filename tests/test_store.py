@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from orchestrator.errors import StoreError
+from activescale.errors import StoreError
 from orchestrator.store import COMPLETED, FAILED, PENDING, RUNNING, RunStore
 
 

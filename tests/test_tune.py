@@ -21,21 +21,21 @@ import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from activescale.schema import TAG_STUDY, TAG_TRIAL
 from orchestrator.cli import main
+from orchestrator.executors import local_executor
+from orchestrator.launch import prepare as prepare_sweep
 from orchestrator.spec import load_sweep
-from orchestrator.tune import (
-    TAG_STUDY,
-    TAG_TRIAL,
-    TuneConfig,
+from orchestrator.tune.command import make_tune_jobs
+from orchestrator.tune.config import TuneConfig
+from orchestrator.tune.studies import (
     grid_space,
-    launch_local,
-    make_tune_jobs,
     open_storage,
     prepare,
-    run_worker,
     storage_location,
     target_trials,
 )
+from orchestrator.tune.worker import run_worker
 from tests.conftest import TINY_RUN, need_service
 from tests.test_slurm import POSTGRES_URL, postgres_up, slurm_up
 
@@ -92,7 +92,7 @@ def postgres() -> str:
 
 def check_study_and_mlflow(path: Path, trials: int = 3) -> None:
     """The study finished; every trial is an MLflow child run of the sweep's parent run."""
-    sweep = load_sweep(path, apply_tuning=False)
+    sweep = load_sweep(path)
     tune = sweep.settings.tune
     assert tune is not None
     storage = open_storage(storage_location(sweep), tune, create=False)
@@ -140,8 +140,8 @@ def test_two_local_workers_finish_a_study_and_feed_the_sweep(
 
     # from_tuning: the runs take the best values; they change the run ids; plan shows them.
     plain = load_sweep(path)
-    tuned = load_sweep(path, ["from_tuning=true"])
-    sweep = load_sweep(path, apply_tuning=False)
+    tuned = prepare_sweep(load_sweep(path, ["from_tuning=true"]))
+    sweep = load_sweep(path)
     storage_ = open_storage(storage_location(sweep), sweep.settings.tune)  # type: ignore[arg-type]
     best = optuna.load_study(study_name=f"{sweep.name}/learner.size=xxs", storage=storage_)
     for run in tuned.runs:
@@ -156,6 +156,16 @@ def test_two_local_workers_finish_a_study_and_feed_the_sweep(
         report = (tmp_path / "work" / "report" / "report.md").read_text()
         assert "## Tuned hyperparameters" in report
         assert f"optimizer.lr={best.best_params['optimizer.lr']:.4g}" in report
+        # A second call with other run ids shares the parent: both calls' values are kept.
+        again = ["from_tuning=true", "optimizer.weight_decay=0.02"]
+        flags = ["-o", again[0], "-o", again[1], "--no-report", "--executor", "inline"]
+        assert main(["run", str(path), *flags]) == 0
+        from analysis.load import load_runs, load_tuned
+
+        data = load_runs([(sweep.name, sweep.tracking_uri)])
+        kept = load_tuned([(sweep.name, sweep.tracking_uri)], data.all_parents)
+        second = prepare_sweep(load_sweep(path, again))
+        assert {r.run_id for r in (*tuned.runs, *second.runs)} <= set(kept)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,13 +208,15 @@ def test_workers_as_a_slurm_job_array(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     tmp_path: Path, postgres: str
 ) -> None:
-    body = TUNE_SWEEP.replace("budget: {steps: 30}", "budget: {steps: 3000}").replace(
-        "  workers: 2\n", "  workers: 1\n  heartbeat_interval: 1\n  grace_period: 3\n"
+    body = (
+        TUNE_SWEEP.replace("budget: {steps: 30}", "budget: {steps: 3000}")
+        .replace("  workers: 2\n", "  workers: 1\n  heartbeat_interval: 1\n  grace_period: 3\n")
+        .replace("  trials: 3\n", "  trials: 1\n")
     )
-    path = write_sweep(tmp_path, body + f"  storage: {postgres}\n  trials: 1\n")
-    sweep = load_sweep(path, apply_tuning=False)
+    path = write_sweep(tmp_path, body + f"  storage: {postgres}\n")
+    sweep = load_sweep(path)
     (job,) = make_tune_jobs(sweep, workers=1, threads=1)
-    (handle,) = launch_local([job], tmp_path / "jobs")
+    handle = local_executor(tmp_path / "jobs", 1).submit(job)  # not blocking: kill it below
     storage = open_storage(job.storage, sweep.settings.tune)  # type: ignore[arg-type]
     study = optuna.load_study(study_name=job.studies[0].name, storage=storage)
     deadline = time.monotonic() + 120
@@ -233,7 +245,7 @@ def test_journal_trials_left_running_by_dead_workers_are_retried_on_the_next_tun
     tmp_path: Path,
 ) -> None:
     path = write_sweep(tmp_path)
-    sweep = load_sweep(path, apply_tuning=False)
+    sweep = load_sweep(path)
     studies, location, tune = prepare(sweep)
     study = optuna.load_study(study_name=studies[0].name, storage=open_storage(location, tune))
     orphan = study.ask()  # a worker took this trial, then died (no heartbeat in a journal)
@@ -276,7 +288,7 @@ def test_pruner_stops_a_deliberately_bad_learning_rate(tmp_path: Path) -> None:
         .replace("trials: 3", "trials: 4")
     )
     path = write_sweep(tmp_path, body)
-    sweep = load_sweep(path, apply_tuning=False)
+    sweep = load_sweep(path)
     studies, location, tune = prepare(sweep)
     study = optuna.load_study(study_name=studies[0].name, storage=open_storage(location, tune))
     for lr in (3e-3, 1e-2, 10.0, 5e-3):
@@ -376,7 +388,7 @@ def test_the_example_sweep_is_valid_and_asks_for_tuning_first(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     example = Path(__file__).resolve().parent.parent / "sweeps" / "tune_example.yaml"
-    sweep = load_sweep(example, ["workdir=/nonexistent/tune_example"], apply_tuning=False)
+    sweep = load_sweep(example, ["workdir=/nonexistent/tune_example"])
     assert sweep.settings.from_tuning and len(sweep.runs) == 8
     assert main(["plan", str(example), "-o", "workdir=/nonexistent/tune_example"]) == 2
     assert "activescale tune" in capsys.readouterr().err
@@ -389,7 +401,7 @@ def test_overrides_reach_single_search_space_entries(
     path = write_sweep(tmp_path)
 
     def space(*overrides: str) -> dict[str, object]:
-        tune = load_sweep(path, list(overrides), apply_tuning=False).settings.tune
+        tune = load_sweep(path, list(overrides)).settings.tune
         assert tune is not None
         return {k: v.model_dump(exclude_none=True) for k, v in tune.space.items()}
 

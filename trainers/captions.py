@@ -229,7 +229,7 @@ def check_fraction(value: float, name: str | None) -> float:
 class CaptionConfig(BaseModel):
     """How captions are worded and how noisy the training pairs are (mnist1d_pairs only)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     vocabulary: Literal["basic", "rich"] = Field(
         "rich", description="Word set and templates: basic (number words) or rich (varied)."

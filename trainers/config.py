@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import (
@@ -16,16 +17,30 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
 
+from activescale.errors import ConfigError
 from trainers.contrastive import ContrastiveConfig
-from trainers.data import DataConfig
+from trainers.data import DataConfig, DatasetField, dataset_entry, registered_datasets
+from trainers.data.seeding import SEED_LIMIT
 from trainers.flops import ReferenceCost
 from trainers.models import ModelConfig
 from trainers.optim import OptimConfig
 from trainers.selection import POLICIES, SelectionConfig
+from trainers.tasks import TASKS, task_entry
+
+DEFAULT_TASK = "classification"
+# The validation context of a config as a user wrote it (a sweep file, an override), for the
+# rules about how it is written; a stored dump (a job's config) is validated without it.
+USER_INPUT: dict[str, Any] = {"user_input": True}
+
+
+def is_user_input(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("user_input"))
 
 
 class ReferenceConfig(ModelConfig):
@@ -41,7 +56,7 @@ class ReferenceConfig(ModelConfig):
     )
     steps: int = Field(400, ge=1, description="Pretraining steps (mode=pretrained).")
     batch_size: int = Field(64, ge=1, description="Reference training batch size.")
-    dataset: DataConfig | None = Field(
+    dataset: DatasetField | None = Field(
         None,
         description=(
             "Policy transfer: pretrain the reference on this dataset's clean split instead of "
@@ -53,20 +68,34 @@ class ReferenceConfig(ModelConfig):
 class BudgetConfig(BaseModel):
     """How long the learner trains: a number of learner steps, or a total-FLOP budget."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    steps: int | None = Field(1000, ge=1, description="Learner steps (null when flops is set).")
+    steps: int | None = Field(1000, ge=1, description="Learner steps (not with flops).")
     flops: float | None = Field(
-        None, gt=0, description="Total FLOPs (ledger total, scoring included); overrides steps."
+        None, gt=0, description="Total FLOPs (ledger total, scoring included); not with steps."
     )
+
+    @model_validator(mode="after")
+    def _exactly_one(self, info: ValidationInfo) -> BudgetConfig:
+        # A flops budget dumps the unused default `steps: 1000` (run ids predate this rule), so
+        # only a config as written is held to it: `steps` given explicitly next to `flops`.
+        given = "steps" in self.model_fields_set and self.steps is not None
+        if self.flops is not None and given and is_user_input(info):
+            raise ValueError(
+                f"give exactly one of steps and flops, not both (steps={self.steps}, "
+                f"flops={self.flops:g}); remove one of them"
+            )
+        return self
 
 
 class EvalConfig(BaseModel):
     """When and how the learner is evaluated on the clean test split."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    points: int = Field(12, ge=2, description="Number of evaluations, log-spaced in total FLOPs.")
+    points: int = Field(
+        12, ge=2, le=1000, description="Number of evaluations, log-spaced in total FLOPs."
+    )
     first: float = Field(
         0.02, gt=0, le=1, description="First evaluation at this fraction of the learner steps."
     )
@@ -81,18 +110,23 @@ OMITTED_WHEN_NONE = frozenset({"contrastive"})
 class RunConfig(BaseModel):
     """Everything that determines one training run (its hash is the run id)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    task: Literal["classification", "contrastive"] = Field(
-        "classification",
-        description="What the models learn: classification, or contrastive (signal-caption pairs).",
+    task: str = Field(
+        DEFAULT_TASK,
+        description=(
+            "What the models learn: classification, contrastive (signal-caption pairs), or a "
+            "task a plugin registers."
+        ),
     )
     contrastive: ContrastiveConfig | None = Field(
         None, description="Settings of task contrastive (null: the defaults)."
     )
-    seed: int = Field(0, description="Seed for model init, data order and selection sampling.")
+    seed: int = Field(
+        0, description="Seed for model init, data order and selection sampling, in [0, 2**32)."
+    )
     batch_size: int = Field(64, ge=1, description="Learner batch size B (examples kept per step).")
-    dataset: DataConfig = Field(default_factory=DataConfig, description="Training data.")
+    dataset: DatasetField = Field(default_factory=DataConfig, description="Training data.")
     learner: ModelConfig = Field(default_factory=ModelConfig, description="The learner.")
     scorer: ModelConfig | None = Field(
         None, description="Online scorer (hard_scorer, learnability); trained on selected data."
@@ -115,6 +149,22 @@ class RunConfig(BaseModel):
         0, ge=0, description="Extra checkpoint every N steps (0: only at evaluations)."
     )
 
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, value: int) -> int:
+        if not 0 <= value < SEED_LIMIT:
+            raise ValueError(f"seed={value!r} is not allowed: must be in [0, 2**32)")
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _registered_task(cls, task: str) -> str:
+        try:
+            task_entry(task)
+        except ConfigError as err:  # reported at the key, with file:line
+            raise ValueError(str(err)) from None
+        return task
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         needs = POLICIES[self.selection.policy].needs
@@ -128,23 +178,20 @@ class RunConfig(BaseModel):
                 f"reference: selection.policy {self.selection.policy!r} needs a reference model, but "
                 "`reference` is not set; add e.g. `reference: {arch: mlp, size: xxs}`"
             )
-        self._paired_data_consistent()
+        self._targets_consistent()
         if self.budget.steps is None and self.budget.flops is None:
             raise ValueError("budget: needs `steps` or `flops`; set one of them")
         super_batch = self.selection.super_batch_size(self.batch_size)
-        if self.dataset.regime == "fixed" and super_batch > self.dataset.train_size:
+        pool = getattr(self.dataset, "train_size", None)  # the built-in datasets' pool size
+        if self.dataset.regime == "fixed" and pool is not None and super_batch > pool:
             raise ValueError(
                 f"selection.keep: the super-batch ({super_batch} = batch_size {self.batch_size} / selection.keep "
                 f"{self.selection.keep}) is larger than dataset.train_size "
-                f"{self.dataset.train_size}; lower batch_size or raise selection.keep"
+                f"{pool}; lower batch_size or raise selection.keep"
             )
-        chunk = self.contrastive.chunk if self.contrastive else None
-        if chunk is not None and self.selection.policy != "iid" and chunk > super_batch:
-            raise ValueError(
-                f"contrastive.chunk: {chunk} pairs per scoring chunk is larger than the "
-                f"super-batch ({super_batch} = batch_size {self.batch_size} / selection.keep "
-                f"{self.selection.keep}); lower contrastive.chunk to at most {super_batch}"
-            )
+        check = task_entry(self.task).check
+        if check is not None:
+            check(self)
         return self
 
     @model_serializer(mode="wrap")
@@ -156,19 +203,22 @@ class RunConfig(BaseModel):
                 del data[name]
         return data
 
-    def _paired_data_consistent(self) -> None:
-        """Contrastive runs learn from caption pairs, classifiers from labels; a transferred
-        reference must read the same captions (vocabulary and length) as the run."""
-        paired = self.dataset.name == "mnist1d_pairs"
-        if self.task == "contrastive" and not paired:
+    def _targets_consistent(self) -> None:
+        """A task learns from one kind of target (class labels, signal-caption pairs, ...), and
+        the run's dataset, and a transferred reference's, must give it."""
+        wanted = task_entry(self.task).targets
+        given = dataset_entry(self.dataset.name).targets
+        if wanted != given:
+            if self.task == DEFAULT_TASK:  # the dataset is what was set: name it
+                fits = _names(t.name for t in TASKS.values() if t.targets == given)
+                raise ValueError(
+                    f"dataset.name: {self.dataset.name!r} gives {given}, not {wanted}, but task "
+                    f"is {self.task!r}; set task to one that learns from {given}: {fits}"
+                )
+            fits = _names(n for n, e in registered_datasets().items() if e.targets == wanted)
             raise ValueError(
-                f"task: 'contrastive' learns from signal-caption pairs, but dataset.name is "
-                f"{self.dataset.name!r}; set dataset.name: mnist1d_pairs"
-            )
-        if self.task != "contrastive" and paired:
-            raise ValueError(
-                f"dataset.name: 'mnist1d_pairs' gives captions, not class labels, but task is "
-                f"{self.task!r}; set task: contrastive"
+                f"task: {self.task!r} learns from {wanted}, but dataset.name is "
+                f"{self.dataset.name!r} ({given}); set dataset.name to one of {fits}"
             )
         if self.contrastive is not None and self.task != "contrastive":
             raise ValueError(
@@ -178,22 +228,13 @@ class RunConfig(BaseModel):
         transferred = self.reference.dataset if self.reference else None
         if not self.uses_reference or transferred is None:
             return
-        if (transferred.name == "mnist1d_pairs") != paired:
+        if dataset_entry(transferred.name).targets != given:
+            fits = _names(n for n, e in registered_datasets().items() if e.targets == given)
             raise ValueError(
                 f"reference.dataset.name: {transferred.name!r} cannot train a reference for "
-                f"task {self.task!r} on dataset {self.dataset.name!r}; use "
-                + ("mnist1d_pairs" if paired else "a labelled dataset")
+                f"task {self.task!r} on dataset {self.dataset.name!r}; use a dataset of "
+                f"{given}: {fits}"
             )
-        if paired and transferred.captions and self.dataset.captions:
-            ours, theirs = self.dataset.captions, transferred.captions
-            for key in ("vocabulary", "length"):
-                if getattr(ours, key) != getattr(theirs, key):
-                    raise ValueError(
-                        f"reference.dataset.captions.{key}: {getattr(theirs, key)!r} differs "
-                        f"from dataset.captions.{key} {getattr(ours, key)!r}; the reference "
-                        "reads the run's captions, so set the same caption "
-                        "vocabulary and length"
-                    )
 
     @property
     def uses_scorer(self) -> bool:
@@ -207,15 +248,23 @@ class RunConfig(BaseModel):
         """The config with settings the policy ignores cleared, so equal runs hash equally.
 
         An ``iid`` run trains no scorer and reads no reference: two grid points that differ
-        only in scorer size are then the same run, and a sweep runs it once.
+        only in scorer size are then the same run, and a sweep runs it once. Likewise
+        ``reference_cost`` (how a pretrained reference's FLOPs are charged) is reset to its
+        default for runs that pretrain no reference (no reference, or a parallel one), so
+        trying ``amortize`` does not rerun the IID baseline.
         """
         update: dict[str, object] = {}
         if not self.uses_scorer:
             update["scorer"] = None
         if not self.uses_reference:
             update["reference"] = None
+        if not (self.uses_reference and self.reference and self.reference.mode == "pretrained"):
+            update["reference_cost"] = type(self).model_fields["reference_cost"].default
         if self.selection.policy == "iid":
             update["selection"] = SelectionConfig(policy="iid", keep=1.0)
+        elif self.selection.method == "topk":  # the softmax temperature of method=sample
+            default = SelectionConfig.model_fields["temperature"].default
+            update["selection"] = self.selection.model_copy(update={"temperature": default})
         if self.task == "contrastive":  # chunk: explicit default; unused (batch size) for iid
             chunk = self.contrastive.chunk if self.contrastive else None
             if chunk is None or self.selection.policy == "iid":
@@ -231,3 +280,7 @@ class RunConfig(BaseModel):
 def config_hash(data: object, length: int = 16) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(names) or "(none registered)"

@@ -38,13 +38,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from orchestrator.errors import ConfigError, DataError
+from activescale.errors import ConfigError, DataError
 from trainers.captions import PAD
-from trainers.data import Splits
+from trainers.data import PairedSplits, Splits
 from trainers.models import ModelConfig, build_model
-from trainers.pairs import PairedSplits
 
 if TYPE_CHECKING:
+    from trainers.config import RunConfig
     from trainers.tasks import DataSpec
 
 __all__ = [
@@ -67,7 +67,7 @@ TEXT_SEED_OFFSET = 7_919  # text tower weights differ from the signal tower's
 class ContrastiveConfig(BaseModel):
     """Settings of the contrastive task (``task: contrastive``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     chunk: int | None = Field(
         None,
@@ -274,3 +274,36 @@ def _recall_at_1(
         best = (queries[i : i + batch_size] @ gallery.T).argmax(1)
         hits += int((labels[best] == labels[i : i + batch_size]).sum())
     return hits / len(queries)
+
+
+def contrastive_task(cfg: RunConfig) -> Contrastive:
+    """The run's contrastive task: its scoring chunk is ``contrastive.chunk`` (default: the
+    learner batch size, so a pair is scored against as many negatives as it is trained with)."""
+    chunk = cfg.contrastive.chunk if cfg.contrastive else None
+    return Contrastive(chunk=chunk or cfg.batch_size)
+
+
+def check_contrastive(cfg: RunConfig) -> None:
+    """A transferred reference reads the run's captions, so both datasets must share the
+    caption vocabulary and length; the scoring chunk fits in the super-batch."""
+    super_batch = cfg.selection.super_batch_size(cfg.batch_size)
+    chunk = cfg.contrastive.chunk if cfg.contrastive else None
+    if chunk is not None and cfg.selection.policy != "iid" and chunk > super_batch:
+        raise ValueError(
+            f"contrastive.chunk: {chunk} pairs per scoring chunk is larger than the "
+            f"super-batch ({super_batch} = batch_size {cfg.batch_size} / selection.keep "
+            f"{cfg.selection.keep}); lower contrastive.chunk to at most {super_batch}"
+        )
+    transferred = cfg.reference.dataset if cfg.uses_reference and cfg.reference else None
+    ours = getattr(cfg.dataset, "captions", None)
+    theirs = getattr(transferred, "captions", None)
+    if ours is None or theirs is None:
+        return
+    for key in ("vocabulary", "length"):
+        if getattr(ours, key) != getattr(theirs, key):
+            raise ValueError(
+                f"reference.dataset.captions.{key}: {getattr(theirs, key)!r} differs "
+                f"from dataset.captions.{key} {getattr(ours, key)!r}; the reference "
+                "reads the run's captions, so set the same caption "
+                "vocabulary and length"
+            )

@@ -17,6 +17,10 @@ Counters (cumulative over the run):
 - ``reference_pretrain``: a ``pretrained`` reference's own training, charged according to
   ``reference_cost``: ``include`` (all of it, the default), ``amortize`` (divided by the number
   of runs of the sweep that share the cached reference), or ``exclude``.
+
+On several processes (``trainers/distributed.py``) every rank keeps a ledger of the passes it
+makes (measured at its shapes; the pretraining on rank 0 only), and the run's FLOPs are the
+sum over ranks: for the same global batch, the totals of a one-process run.
 """
 
 from __future__ import annotations

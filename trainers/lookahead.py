@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from trainers.data import BatchSource
+from trainers.models import evaluating
 from trainers.selection import Losses
+from trainers.tasks import Task
 
 # Inputs drawn ahead, at most (a block is never under one step). A block should stay in the
 # last-level cache while its steps read it: with 64 MiB, the xl and xxl steps of
@@ -50,7 +53,7 @@ class Draw:
 
     x: torch.Tensor
     y: torch.Tensor
-    corrupted: torch.Tensor
+    corrupted: torch.Tensor | None  # None: the data do not say which examples are corrupted
     losses: Losses = field(default_factory=dict)
 
 
@@ -71,16 +74,31 @@ class Lookahead:
         *,
         block: int,
         reference: BlockScorer | None = None,
+        share: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """``share``: the rows of a super-batch this process scores, on several processes
+        (``trainers.distributed.Ranks.share``); None: all of them."""
         if size < 1 or block < 1:
             raise ValueError(f"size={size} and block={block} must both be >= 1")
         self.source, self.size, self.total_steps = source, size, total_steps
         self.device, self.block, self.reference = device, block, reference
+        self.share = share
         self._start = 0  # step at which the current block starts
         self._start_state = source.state_dict()
         self._steps = 0  # steps in the current block (0: not drawn yet)
         self._used = 0  # steps already taken from it
         self._draws: list[Draw] = []  # the current block's, one per step
+
+    def source_metrics(self) -> dict[str, float]:
+        """What the source reports about its data (skipped samples, epochs), if anything."""
+        metrics = getattr(self.source, "metrics", None)
+        return metrics() if callable(metrics) else {}
+
+    @property
+    def averaged_metrics(self) -> frozenset[str]:
+        """Source metrics that are fractions of the source's own stream (epochs read): averaged,
+        not summed, over ranks that each read their own (``StepShares.source_metrics``)."""
+        return frozenset(getattr(self.source, "averaged_metrics", ()))
 
     def next(self) -> Draw:
         if not self._draws or self._used == self._steps:
@@ -95,12 +113,18 @@ class Lookahead:
             self._used = 0
         # Never past the last step (those passes would go uncharged); past it, one step at a time.
         self._steps = max(1, min(self.block, self.total_steps - self._start))
-        x, y, corrupted = (t.to(self.device) for t in self.source.next(self._steps * self.size))
+        x, y, mask = self.source.next(self._steps * self.size)
+        x, y = x.to(self.device), y.to(self.device)
         # Views, one per step, made here at once (cheaper than slicing at every step).
-        steps = zip(x.split(self.size), y.split(self.size), corrupted.split(self.size), strict=True)
+        masks = [None] * self._steps if mask is None else mask.to(self.device).split(self.size)
+        steps = zip(x.split(self.size), y.split(self.size), masks, strict=True)
         self._draws = [Draw(*step) for step in steps]
         if self.reference is not None:
-            for draw, loss in zip(self._draws, self.reference(x, y).split(self.size), strict=True):
+            if self.share is not None:  # this process's share of every super-batch
+                x = torch.cat([self.share(draw.x) for draw in self._draws])
+                y = torch.cat([self.share(draw.y) for draw in self._draws])
+            losses = self.reference(x, y).split(len(x) // len(self._draws))
+            for draw, loss in zip(self._draws, losses, strict=True):
                 draw.losses["reference"] = loss
 
     def state_dict(self) -> dict[str, Any]:
@@ -117,3 +141,23 @@ class Lookahead:
         self._start, self._start_state = state["block_start"], state["source"]
         self._used = state["used"]  # skipped when the block is drawn again, at the next step
         self._steps, self._draws = 0, []
+
+
+def per_example_loss(
+    task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: Any
+) -> torch.Tensor:
+    with torch.no_grad(), autocast(), evaluating(model):  # batch norm: running statistics
+        return task.per_example_loss(model, x, y).float()
+
+
+def block_scorer(task: Task, model: nn.Module, super_batch: int, autocast: Any) -> BlockScorer:
+    """A frozen model's per-example losses on a block of super-batches: in one pass where an
+    example's loss does not depend on the rest of its super-batch, else one super-batch at a time."""
+    if task.independent_rows:
+        return lambda x, y: per_example_loss(task, model, x, y, autocast)
+    return lambda x, y: torch.cat(
+        [
+            per_example_loss(task, model, x[i : i + super_batch], y[i : i + super_batch], autocast)
+            for i in range(0, len(x), super_batch)
+        ]
+    )

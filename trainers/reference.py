@@ -19,19 +19,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from orchestrator.errors import ConfigError
+from activescale.errors import ConfigError
 from trainers.config import ReferenceConfig, RunConfig, config_hash
-from trainers.data import DataConfig, Splits, load_splits
+from trainers.data import DatasetConfig, Splits, load_splits
 from trainers.flops import FlopMeter
 from trainers.optim import OptimConfig, Trainee
-from trainers.tasks import TASKS, Task, data_spec
+from trainers.tasks import Task, data_spec, task_for
 
 # Seeds of the three models of a run are offset so that learner, scorer and reference never
 # start from the same weights even when they share an architecture and size.
 REFERENCE_SEED_OFFSET = 2_000_003
 
 
-def reference_data(cfg: RunConfig) -> DataConfig:
+def reference_data(cfg: RunConfig) -> DatasetConfig:
     assert cfg.reference is not None
     return cfg.reference.dataset or cfg.dataset
 
@@ -41,9 +41,21 @@ def reference_key(cfg: RunConfig) -> str:
     assert cfg.reference is not None
     ref = cfg.reference.model_dump(mode="json", exclude={"mode"})
     data = reference_data(cfg).model_dump(mode="json")
-    optim = cfg.optimizer.model_dump(mode="json")
+    optim = reference_optimizer(cfg).model_dump(mode="json")
     key = {"reference": ref, "data": data, "optimizer": optim, "seed": cfg.seed, "task": cfg.task}
     return config_hash(key)
+
+
+def reference_optimizer(cfg: RunConfig) -> OptimConfig:
+    """The optimizer the reference pretrains with: the run's, on the cosine schedule whatever the
+    run's (cooldown branches buy a fixed-length pretraining nothing, and wsd and cosine runs
+    share one cached model), at ``reference.lr`` where that is set. The cache key holds it, so
+    runs whose learners were tuned to other rates share a reference with a rate of its own."""
+    assert cfg.reference is not None
+    update: dict[str, object] = {"schedule": "cosine"}
+    if cfg.reference.lr is not None:
+        update["lr"] = cfg.reference.lr
+    return cfg.optimizer.model_copy(update=update)
 
 
 def pretrain(
@@ -91,7 +103,7 @@ def load_or_pretrain(
         try:
             if not path.exists():
                 model, flops = pretrain(
-                    TASKS[cfg.task], cfg.reference, cfg.optimizer, splits, cfg.seed, device
+                    task_for(cfg), cfg.reference, reference_optimizer(cfg), splits, cfg.seed, device
                 )
                 tmp = path.with_suffix(".tmp")
                 torch.save({"state_dict": model.state_dict(), "flops": flops}, tmp)
@@ -99,6 +111,6 @@ def load_or_pretrain(
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     saved = torch.load(path, map_location=device, weights_only=True)
-    model = TASKS[cfg.task].build(cfg.reference, data_spec(splits), seed=0)
+    model = task_for(cfg).build(cfg.reference, data_spec(splits), seed=0)
     model.load_state_dict(saved["state_dict"])
     return model.to(device), float(saved["flops"]), path

@@ -18,16 +18,26 @@ rho_loss        learner loss - reference loss             learner, reference
 Selection is ``topk`` (keep the B highest scores) or ``sample``: B examples without
 replacement with probability proportional to softmax(score / temperature), drawn with the
 Gumbel-top-k trick (Kool et al. 2019), which is exact for sampling without replacement.
+
+A run on several processes (``trainers/distributed.py``) selects from the whole super-batch
+(``scope: global``, the default: the batch one process would keep) or per process
+(``scope: local``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 Role = Literal["learner", "scorer", "reference"]
 Losses = dict[Role, torch.Tensor]
@@ -68,7 +78,7 @@ PolicyName = Literal[
 class SelectionConfig(BaseModel):
     """How the learner's batch is chosen from each super-batch."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     policy: PolicyName = Field("iid", description="Scoring policy (see trainers/selection.py).")
     keep: float = Field(
@@ -81,6 +91,22 @@ class SelectionConfig(BaseModel):
         "topk", description="topk, or sample without replacement ~ softmax(score / temperature)."
     )
     temperature: float = Field(1.0, gt=0, description="Softmax temperature for method=sample.")
+    scope: Literal["global", "local"] = Field(
+        "global",
+        description=(
+            "Runs on several processes: global selects from the whole super-batch (scores "
+            "all-gathered; the batch one process would keep); local: each process keeps "
+            "its share's best (cheaper; what the JEST papers do per device)."
+        ),
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_default_scope(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Added after run ids existed: configs at the default dump (and hash) as before.
+        data: dict[str, Any] = handler(self)
+        if data.get("scope") == "global":
+            del data["scope"]
+        return data
 
     def super_batch_size(self, batch_size: int) -> int:
         """B / rho, rounded to the nearest integer; iid draws exactly B."""
@@ -95,13 +121,18 @@ def select(
     method: Literal["topk", "sample"],
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    *,
+    uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Indices of the ``k`` examples to keep from a super-batch of ``len(scores)``."""
+    """Indices of the ``k`` examples to keep from a super-batch of ``len(scores)``.
+    ``uniform``: method sample's U(0, 1) draws, one per score (default: from ``generator``)."""
     if method == "topk":
         return torch.topk(scores, k, sorted=False).indices
     # Gumbel-top-k: argtop-k of (s/T + Gumbel noise) samples without replacement from softmax(s/T).
     # Drawn where the generator lives (the run's CPU generator), then moved: a CUDA tensor
     # cannot be filled from a CPU generator. On CPU the move is a no-op.
-    uniform = torch.rand(scores.shape, generator=generator).to(scores.device)
+    if uniform is None:
+        uniform = torch.rand(scores.shape, generator=generator)
+    uniform = uniform.to(scores.device)
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
     return torch.topk(scores / temperature + gumbel, k, sorted=False).indices

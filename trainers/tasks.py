@@ -12,6 +12,7 @@ image-text learning (``trainers/contrastive.py``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.contrastive import Contrastive
+from activescale.errors import ConfigError, PluginError
+from trainers.contrastive import check_contrastive, contrastive_task
 from trainers.data import Splits
-from trainers.models import ModelConfig, build_model
+from trainers.models import ModelConfig, build_model, caller_module, check_arity
 
 if TYPE_CHECKING:
     from trainers.config import RunConfig
@@ -108,12 +110,115 @@ class Task(Protocol):
     ) -> dict[str, float]: ...
 
 
-TASKS: dict[str, Task] = {"classification": Classification(), "contrastive": Contrastive()}
+@dataclass(frozen=True)
+class TaskEntry:
+    """One registered task. ``make(cfg)`` returns the task configured for a run (e.g. the
+    contrastive scoring chunk); ``targets`` names what it learns from, matched against the
+    dataset's (``trainers.data.registry``); ``check(cfg)`` makes the task's own cross-field
+    checks of a run config and raises ``ValueError("dotted.key: message")``."""
+
+    name: str
+    make: Callable[[RunConfig], Task]
+    targets: str = "class labels"
+    check: Callable[[RunConfig], None] | None = None
+    description: str = ""
+    source: str = "built-in"
+
+
+TASKS: dict[str, TaskEntry] = {}
+
+
+def register_task(
+    name: str,
+    make: Callable[[RunConfig], Task],
+    *,
+    targets: str = "class labels",
+    check: Callable[[RunConfig], None] | None = None,
+    description: str = "",
+    source: str | None = None,
+) -> TaskEntry:
+    """Register a task under ``name`` (docs/plugins.md); PluginError if another module took
+    the name (the module that registered it may register it again: the entry is replaced)."""
+    source = source or caller_module()
+    if not isinstance(name, str) or not name.isidentifier():
+        raise PluginError(f"task name {name!r} is not a plain name; use letters, digits and '_'")
+    taken = TASKS.get(name)
+    if taken is not None and taken.source != source:
+        raise PluginError(
+            f"task {name!r} is already registered (by {taken.source}); {source} registers it "
+            "again: register it once, or choose another name"
+        )
+    if not callable(make) and all(hasattr(make, member) for member in TASK_MEMBERS):
+        make = _same_task(make)  # a task object that needs no settings: one for every run
+    if not callable(make):
+        raise PluginError(f"task {name!r}: make must be a function of the run config")
+    check_arity(make, 1, f"task {name!r}: make", "(run_config)")
+    if check is not None:
+        check_arity(check, 1, f"task {name!r}: check", "(run_config)")
+    entry = TaskEntry(name, make, targets, check, description, source)
+    TASKS[name] = entry
+    return entry
+
+
+def task_entry(name: str) -> TaskEntry:
+    """The registered task ``name``; a named error listing every task otherwise."""
+    entry = TASKS.get(name)
+    if entry is None:
+        builtin = [n for n, e in TASKS.items() if e.source == "built-in"]
+        plugins = [n for n, e in TASKS.items() if e.source != "built-in"]
+        raise ConfigError(
+            f"task {name!r} is not a registered task; built-in: {', '.join(builtin)}; from "
+            f"plugins: {', '.join(plugins) or '(none loaded)'}. Fix the name, or list the plugin "
+            "that registers it under `plugins:` in the sweep (docs/plugins.md)"
+        )
+    return entry
+
+
+def _same_task(task: Any) -> Callable[[RunConfig], Task]:
+    return lambda cfg: task
+
+
+TASK_MEMBERS = (
+    "name",
+    "independent_rows",
+    "build",
+    "loss",
+    "per_example_loss",
+    "dummy_batch",
+    "evaluate",
+)
+_CHECKED: set[type] = set()  # task classes known to have every member of the protocol
 
 
 def task_for(cfg: RunConfig) -> Task:
-    """The run's task with its settings: the contrastive scoring chunk (default: batch size)."""
-    if cfg.task == "contrastive":
-        chunk = cfg.contrastive.chunk if cfg.contrastive else None
-        return Contrastive(chunk=chunk or cfg.batch_size)
-    return TASKS[cfg.task]
+    """The run's task, configured for it (PluginError if it lacks a member of :class:`Task`)."""
+    entry = task_entry(cfg.task)
+    task = entry.make(cfg)
+    if type(task) not in _CHECKED:
+        missing = [member for member in TASK_MEMBERS if not hasattr(task, member)]
+        if missing:
+            raise PluginError(
+                f"task {cfg.task!r} ({entry.source}): make(cfg) returned "
+                f"{type(task).__name__}, which lacks {', '.join(missing)} of the Task protocol "
+                "(docs/plugins.md); add them, or subclass activescale.plugins.Classification"
+            )
+        _CHECKED.add(type(task))
+    return task
+
+
+_CLASSIFICATION = Classification()
+
+register_task(
+    "classification",
+    lambda cfg: _CLASSIFICATION,
+    description="class logits, cross-entropy; accuracy on the test split",
+    source="built-in",
+)
+register_task(
+    "contrastive",
+    contrastive_task,
+    targets="signal-caption pairs",
+    check=check_contrastive,
+    description="two towers, symmetric InfoNCE; zero-shot accuracy through class prompts",
+    source="built-in",
+)

@@ -3,29 +3,44 @@
 ``MetricLogger`` is the no-op base (used by tests and benchmarks); ``MLflowLogger`` buffers
 metrics and sends them with ``MlflowClient.log_batch`` (one request per flush, at most 1000
 metrics each, MLflow's limit), so logging costs a few requests per run, not one per value.
+It also logs error, accuracy and loss a second time with the total compute (MFLOPs) as
+MLflow's step (``activescale.schema.BY_COMPUTE_PREFIX``), so the MLflow UI charts them
+against compute without configuration.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from activescale import schema
+from activescale.visible import one_line
 
 
 class TrackingConfig(BaseModel):
     """MLflow tracking settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     uri: str | None = Field(
         None,
+        min_length=1,
         description=(
             "MLflow tracking URI. null: sqlite:///<workdir>/mlflow.db (one machine only); "
             "on a cluster use an `mlflow server` URL (http://host:5000) backed by PostgreSQL."
         ),
     )
-    experiment: str | None = Field(None, description="MLflow experiment; null: the sweep name.")
+    experiment: str | None = Field(
+        None, min_length=1, description="MLflow experiment; null: the sweep name."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        return one_line(value)
 
 
 class MetricLogger:
@@ -81,6 +96,14 @@ class MLflowLogger(MetricLogger):
 
         timestamp = int(time.time() * 1000)
         self._pending += [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
+        flops = metrics.get(schema.METRIC_FLOPS)
+        if flops is not None and math.isfinite(flops):  # the same values, indexed by compute
+            compute_step = round(flops / schema.FLOPS_PER_COMPUTE_STEP)
+            self._pending += [
+                Metric(schema.by_compute_metric(k), float(metrics[k]), timestamp, compute_step)
+                for k in schema.BY_COMPUTE_METRICS
+                if k in metrics
+            ]
         if len(self._pending) >= self.MAX_METRICS_PER_BATCH:
             self.flush()
 

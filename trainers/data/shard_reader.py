@@ -1,0 +1,313 @@
+"""Reading and decoding a shard set's samples, in DataLoader worker processes or in the main one.
+
+A :class:`ShardReader` reads a sample by (shard, index in shard): it indexes a shard's tar
+headers once (``trainers.data.shardfile``), keeps a few shards open, checks every field
+(image, label, corruption flag, image size), decodes the image with Pillow and applies the
+label noise activescale injects. :class:`UnitDataset` is what DataLoader workers run: a
+"unit" is a slice of emitted positions of one epoch of a rank's stream
+(``trainers.data.shard_order``), returned decoded, transformed (torch ops) and normalised.
+
+A bad sample is a DataError naming the shard and the key; with ``skip_bad`` it is left out
+and counted instead. Errors travel back from a worker as text in the unit, so the main
+process raises the same one-line DataError as when it reads the shard itself.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from activescale.errors import DataError
+from trainers.data.corruptions import hashed_label_noise
+from trainers.data.shard_order import StreamOrder
+from trainers.data.shardfile import (
+    IMAGE_FIELDS,
+    IndexedShard,
+    decode_image,
+    index_shard,
+    read_member,
+    sample_label,
+)
+
+__all__ = ["ReadSettings", "ShardReader", "UnitDataset", "images_to_tensor"]
+
+OPEN_SHARDS = 8  # shard files a reader keeps open (a window spans a few)
+INDEXED_SHARDS = 32  # shard indexes it remembers (~0.5 KB a sample: bounded memory)
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """How to read and decode one split's samples (picklable, for worker processes)."""
+
+    folder: Path
+    shard_names: tuple[str, ...]
+    counts: tuple[int, ...]
+    image_shape: tuple[int, int, int]  # (H, W, C) as stored
+    size: tuple[int, int] | None  # resize to (H, W); None: images must have the stored size
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    label_noise: float = 0.0
+    data_seed: int = 0
+    json_corrupted: bool = False  # every sample's .json has a "corrupted" flag
+    augment: str = "none"  # none, crop or crop_flip
+    skip_bad: bool = False
+
+    @property
+    def corruption_known(self) -> bool:
+        """Whether a sample's corrupted flag means anything: activescale injected the noise,
+        or the samples carry the flag."""
+        return self.label_noise > 0 or self.json_corrupted
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the tensors this reader gives."""
+        height, width = self.size or self.image_shape[:2]
+        return (self.image_shape[2], height, width)
+
+    @property
+    def pad(self) -> int:
+        """Crop padding in pixels: an eighth of the side (4 for 32x32), as CIFAR training does."""
+        return max(1, self.output_shape[1] // 8)
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    pixels: np.ndarray  # (H, W, C) uint8
+    label: int
+    corrupted: bool
+
+
+class ShardReader:
+    """Samples of one split by (shard, index in shard), with a few shards kept open."""
+
+    def __init__(self, settings: ReadSettings) -> None:
+        self.settings = settings
+        self._indexes: OrderedDict[int, IndexedShard] = OrderedDict()
+        self._files: OrderedDict[int, BinaryIO] = OrderedDict()
+
+    def close(self) -> None:
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
+
+    def __getstate__(self) -> dict[str, Any]:  # open files stay with their process
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"])  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        self.close()
+
+    def shard(self, shard: int) -> IndexedShard:
+        """The shard's index (read once, then remembered with the last INDEXED_SHARDS)."""
+        found = self._indexes.get(shard)
+        if found is not None:
+            self._indexes.move_to_end(shard)
+            return found
+        name = self.settings.shard_names[shard]
+        found = index_shard(self.settings.folder / name)
+        expected = self.settings.counts[shard]
+        if len(found.samples) > expected:
+            raise DataError(
+                f"shard {name} has {len(found.samples)} samples but the manifest says "
+                f"{expected}: the file was rewritten; re-pack the dataset"
+            )
+        _remember(self._indexes, shard, found, INDEXED_SHARDS)
+        return found
+
+    def _file(self, shard: int) -> BinaryIO:
+        found = self._files.get(shard)
+        if found is None:
+            path = self.settings.folder / self.settings.shard_names[shard]
+            try:
+                found = open(path, "rb")  # noqa: SIM115 (kept open; closed when evicted)
+            except OSError as err:
+                raise DataError(
+                    f"shard {self.settings.shard_names[shard]} cannot be read ({err})"
+                ) from err
+            evicted = _remember(self._files, shard, found, OPEN_SHARDS)
+            if evicted is not None:
+                evicted.close()
+        else:
+            self._files.move_to_end(shard)
+        return found
+
+    def read(self, shard: int, index: int) -> Sample:
+        """One sample, checked and decoded; a DataError names the shard and the key."""
+        settings = self.settings
+        name = settings.shard_names[shard]
+        indexed = self.shard(shard)
+        if index >= len(indexed.samples):
+            why = "the file is truncated" if indexed.truncated else "the file has fewer samples"
+            raise DataError(
+                f"shard {name}: sample {index} of {settings.counts[shard]} is missing: {why} "
+                f"(it ends after {len(indexed.samples)} samples); re-pack the dataset, or set "
+                "dataset.skip_bad: true to skip and count such samples"
+            )
+        sample = indexed.samples[index]
+        image_field = next((ext for ext in IMAGE_FIELDS if ext in sample.fields), None)
+        if image_field is None:
+            raise DataError(
+                f"shard {name}, sample {sample.key!r} has no image: it needs a "
+                f"{sample.key}.png, .jpg or .npy member; it has {sorted(sample.fields)}"
+            )
+        file = self._file(shard)
+        wants_json = settings.json_corrupted
+        data = {
+            ext: read_member(file, member)
+            for ext, member in sample.fields.items()
+            # the .json only where it is needed: it costs a read and a parse per sample
+            if ext in (image_field, "cls")
+            or (ext == "json" and (wants_json or "cls" not in sample.fields))
+        }
+        label, meta = sample_label(sample, data, name, settings.num_classes)
+        corrupted = False
+        if settings.json_corrupted:
+            flag = meta.get("corrupted")
+            if not isinstance(flag, bool):
+                raise DataError(
+                    f"shard {name}, sample {sample.key!r}: its .json has no boolean "
+                    "'corrupted' field, but the manifest says every sample of the split has one"
+                )
+            corrupted = flag
+        label, flipped = hashed_label_noise(
+            sample.key, label, settings.label_noise, settings.num_classes, settings.data_seed
+        )
+        pixels = decode_image(
+            data[image_field], settings.image_shape[2], name, sample.key, settings.size
+        )
+        if settings.size is None and pixels.shape != settings.image_shape:
+            raise DataError(
+                f"shard {name}, sample {sample.key!r}: image of shape {pixels.shape} (H, W, C), "
+                f"but the manifest says {settings.image_shape}; re-pack, or set "
+                "dataset.image_size to resize every image"
+            )
+        return Sample(sample.key, pixels, label, corrupted or flipped)
+
+    def read_many(
+        self, shards: np.ndarray, indices: np.ndarray
+    ) -> tuple[list[Sample | None], list[str]]:
+        """Samples in the given order (read in file order, for locality). A bad one is an error,
+        or with skip_bad None in its place, its error text in the second list."""
+        out: list[Sample | None] = [None] * len(shards)
+        skipped: list[str] = []
+        for i in np.lexsort((indices, shards)):
+            try:
+                out[i] = self.read(int(shards[i]), int(indices[i]))
+            except DataError as err:
+                if not self.settings.skip_bad:
+                    raise
+                skipped.append(str(err))
+        return out, skipped
+
+    def read_all(self) -> list[Sample]:
+        """Every sample of the split in manifest order (the test and clean splits)."""
+        shards = np.repeat(np.arange(len(self.settings.counts)), self.settings.counts)
+        indices = np.concatenate(
+            [np.arange(count, dtype=np.int64) for count in self.settings.counts]
+        )
+        samples, _ = self.read_many(shards, indices)
+        return [s for s in samples if s is not None]
+
+
+def _remember(memo: OrderedDict[int, Any], key: int, value: Any, keep: int) -> Any:
+    """Insert as the newest; returns the evicted oldest value, if any."""
+    memo[key] = value
+    if len(memo) > keep:
+        return memo.popitem(last=False)[1]
+    return None
+
+
+def images_to_tensor(
+    pixels: np.ndarray, settings: ReadSettings, draws: np.ndarray | None = None
+) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) float32, normalised with the manifest's mean and
+    std. `draws` ((N, 3): dy, dx, flip): random crops of the zero-padded image (padding
+    ``settings.pad``) and horizontal flips."""
+    _, height, width, channels = pixels.shape
+    if draws is not None:
+        pad = settings.pad
+        padded = np.pad(pixels, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        cropped = np.empty_like(pixels)
+        for i, (dy, dx, flip) in enumerate(draws.tolist()):
+            window = padded[i, dy : dy + height, dx : dx + width]
+            cropped[i] = window[:, ::-1] if flip else window
+        pixels = cropped
+    # One table lookup per pixel: the normalised value of each of the 256 levels of each
+    # channel, computed with the float32 arithmetic that normalising the pixels would do (so
+    # the same bits), into a contiguous (N, C, H, W) array. numpy, not torch: on a busy
+    # machine torch's two-thread kernels on arrays this small took 250x longer than one
+    # thread (measured), and the main process has two.
+    levels = np.arange(256, dtype=np.float32) / np.float32(255)
+    mean = np.asarray(settings.mean, dtype=np.float32)[:, None]
+    std = np.asarray(settings.std, dtype=np.float32)[:, None]
+    tables = ((levels[None, :] - mean) / std).ravel()
+    offsets = (np.arange(channels, dtype=np.uint16) * 256).reshape(1, -1, 1, 1)
+    out = np.take(tables, pixels.transpose(0, 3, 1, 2) + offsets)
+    return torch.from_numpy(out)
+
+
+class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
+    """What a DataLoader worker decodes: ``dataset[(epoch, start, stop)]`` is that slice of
+    emitted positions of the rank's stream, as a dict: ``epoch``, ``positions`` (those
+    returned: all of them unless skip_bad dropped some), ``x``, ``y``, ``corrupted`` (None:
+    unknown), ``keys``, ``skipped`` (error texts) and ``error`` (text of the DataError that
+    stopped the unit; None if it did not)."""
+
+    def __init__(self, settings: ReadSettings, order: StreamOrder) -> None:
+        self.reader = ShardReader(settings)
+        self.order = order
+
+    def __len__(self) -> int:  # units are addressed by (epoch, start, stop), never by 0..len-1
+        raise TypeError("a UnitDataset is indexed by (epoch, start, stop)")
+
+    def __getitem__(self, unit: tuple[int, int, int]) -> dict[str, Any]:
+        try:
+            return self._read(*unit)
+        except DataError as err:
+            return {"error": str(err)}
+
+    def _read(self, epoch: int, start: int, stop: int) -> dict[str, Any]:
+        settings, order = self.reader.settings, self.order
+        stream = order.emitted(epoch, start, stop)
+        shards, indices = order.epoch(epoch).locate(stream)
+        samples, skipped = self.reader.read_many(shards, indices)
+        kept = [i for i, s in enumerate(samples) if s is not None]
+        good = [s for s in samples if s is not None]
+        draws = None
+        if settings.augment != "none" and good:
+            positions = np.arange(start, stop)[kept]
+            draws = np.concatenate(
+                [
+                    order.augment_draws(epoch, w, order.window, settings.pad)[
+                        positions[positions // order.window == w] - w * order.window
+                    ]
+                    for w in np.unique(positions // order.window)
+                ]
+            )
+            if settings.augment == "crop":
+                draws[:, 2] = 0
+        c, h, w = settings.output_shape
+        pixels = np.stack([s.pixels for s in good]) if good else np.zeros((0, h, w, c), np.uint8)
+        return {
+            "epoch": epoch,
+            "positions": torch.as_tensor(np.arange(start, stop)[kept], dtype=torch.int64),
+            "x": images_to_tensor(pixels, settings, draws),
+            "y": torch.tensor([s.label for s in good], dtype=torch.int64),
+            "corrupted": (
+                torch.tensor([s.corrupted for s in good], dtype=torch.bool)
+                if settings.corruption_known
+                else None
+            ),
+            "keys": [s.key for s in good],
+            "skipped": skipped,
+            "error": None,
+        }
