@@ -17,14 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from trainers.data import (
-    DataConfig,
-    FixedSource,
-    StreamSource,
-    _operators,
-    generate_mnist1d,
-    load_splits,
-)
+from trainers.data import DataConfig, FixedSource, StreamSource, generate_mnist1d, load_splits
+from trainers.data.mnist1d import operators
 
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -54,7 +48,7 @@ def main() -> None:
     baseline_rate = args.baseline_examples / baseline
     print(f"mnist1d.make_dataset   {args.baseline_examples:>8} examples  {baseline_rate:>12,.0f}/s")
 
-    _operators()  # one-off table build (~10 ms), not part of the steady state
+    operators()  # one-off table build (~10 ms), not part of the steady state
     rng = np.random.default_rng(0)
     ours = best_seconds(lambda: generate_mnist1d(args.examples, rng), args.repeats)
     rate = args.examples / ours
@@ -78,7 +72,7 @@ def main() -> None:
         f"StreamSource.next({batch})  {per_draw / draws * 1e6:>8.1f} us per draw "
         "(amortised, chunks of 16384)"
     )
-    refill = best_seconds(lambda: stream._make_chunk(0), args.repeats)
+    refill = best_seconds(lambda: stream.chunk(0), args.repeats)
     print(f"StreamSource chunk refill  {refill * 1e3:>8.1f} ms (16384 examples incl. corruption)")
 
 

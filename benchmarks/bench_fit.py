@@ -1,40 +1,56 @@
-"""Timings of analysis.fit against plain-scipy baselines measured in the same run.
+"""The fitter against ``scipy.optimize.curve_fit``, and timings against plain-scipy baselines,
+all measured in the same run.
 
-Run with ``python benchmarks/bench_fit.py``. Rows:
+Run with ``PYTHONPATH=. python benchmarks/bench_fit.py [--replicates N]`` from the repository
+root. Tables:
 
-* one ``power_law_offset`` fit of a 100-point curve (median of 20) vs one
-  ``scipy.optimize.curve_fit`` of the same curve (least squares on raw error, one start);
-* 1000 bootstrap refits (warm start, analytic gradient) vs cold refits through
-  ``fit_curve`` (start grid, measured on 100 resamples and scaled to 1000);
-* the Chinchilla fit over Besiroglu et al.'s 4500-start grid (analytic gradient) vs the
-  same recipe with finite-difference gradients (every 30th start, scaled to 4500);
+* the fitter table (tests/fit_study.py): for each family, ``--replicates`` (default 200)
+  datasets of 30 points at 5% lognormal noise with known parameters, fitted by
+  ``analysis.fit.fit_curve`` (least squares on log error, its own start grid), by
+  ``curve_fit`` (least squares on log error, started at the true parameters) and, for
+  reference, by the Huber loss (delta 1e-3) the fitter used before: median |relative
+  error| of each parameter, coverage of the 95% intervals (Gauss-Newton for ours, pcov for
+  curve_fit), the rate at which AIC picks the true family, the median time of one fit and
+  its ratio to curve_fit's. Goals (issue 17): errors no larger than curve_fit's, coverage
+  between 90% and 98%, time at most 2x curve_fit's;
+* the data-path multiplier on a pure 2.5x compute shift of a realistic sweep
+  (tests/shift_study.py): the largest |relative error| over the targets both sweeps cross,
+  each learning curve interpolated (the report) vs the frontier's envelope interpolated (the
+  report before issue 17). Goal: within 1%;
+* 1000 bootstrap refits over points (``refit_curve``: warm start, analytic gradient) vs
+  cold refits through ``fit_curve`` (start grid, measured on 100 resamples and scaled to
+  1000);
+* the Chinchilla fit (``tests/chinchilla.py``, built on analysis.fit's recipe) over
+  Besiroglu et al.'s 4500-start grid (analytic gradient) vs the same recipe with
+  finite-difference gradients (every 30th start, scaled to 4500);
 * 1000 Chinchilla bootstrap refits from the full-data optimum.
 
-The Chinchilla rows need Epoch's data in ../shared/fixtures/scaling (skipped otherwise).
+The Chinchilla rows use Epoch's data in tests/data/scaling.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import csv
 import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from scipy import optimize, special
 
-from analysis.fit import (
+from activescale.errors import FitError
+from analysis.fit import FAMILIES, HUBER, fit_curve
+from tests.chinchilla import (
     CHINCHILLA_GRID,
-    bootstrap_chinchilla,
-    bootstrap_fit,
+    bootstrap_chinchilla_points,
+    epoch_chinchilla_points,
     fit_chinchilla,
-    fit_curve,
 )
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "scaling"
+from tests.fit_study import N_POINTS, NOISE, TRUTH, replicate, study_family
+from tests.point_bootstrap import bootstrap_points
+from tests.shift_study import SHIFT, multiplier_from_curves, multiplier_from_envelope
 
 
 def seconds(run: Callable[[], object], repeats: int = 1) -> float:
@@ -53,23 +69,74 @@ def synthetic_curve() -> tuple[np.ndarray, np.ndarray]:
     return compute, (0.2 + 2.0 * compute**-0.5) * noise
 
 
+def fitter_table(replicates: int) -> None:
+    """The fitter against curve_fit (and Huber) on synthetic curves (module docstring)."""
+    print(
+        f"fitter table: {replicates} datasets per family, {N_POINTS} points, "
+        f"{NOISE:.0%} lognormal noise; curve_fit started at the true parameters"
+    )
+    header = (
+        f"{'family':<19} {'param':<5} {'|rel err| ours':>14} {'curve_fit':>9} {'huber':>7}"
+        f" {'coverage ours':>13} {'curve_fit':>9}"
+    )
+    print(header)
+    summary = []
+    for family in FAMILIES:
+        study = study_family(family, replicates)
+        huber = _huber_errors(family, replicates)
+        for name in FAMILIES[family].param_names:
+            print(
+                f"{family:<19} {name:<5} {study.median_error('activescale', name):14.4f} "
+                f"{study.median_error('curve_fit', name):9.4f} {np.median(huber[name]):7.4f} "
+                f"{study.coverage('activescale', name):13.1%} "
+                f"{study.coverage('curve_fit', name):9.1%}"
+            )
+        summary.append(study)
+    print(
+        f"\n{'family':<19} {'AIC picks true: ours':>20} {'curve_fit':>9} {'failed: ours':>12}"
+        f" {'curve_fit':>9} {'ms/fit ours':>11} {'curve_fit':>9} {'ratio':>6}"
+    )
+    for study in summary:
+        ours, base = study.median_seconds("activescale"), study.median_seconds("curve_fit")
+        print(
+            f"{study.family:<19} {study.selection_rate('activescale'):20.1%} "
+            f"{study.selection_rate('curve_fit'):9.1%} "
+            f"{study.replicates - study.fitted['activescale']:12d} "
+            f"{study.replicates - study.fitted['curve_fit']:9d} "
+            f"{1e3 * ours:11.3f} {1e3 * base:9.3f} {ours / base:6.2f}"
+        )
+
+
+def _huber_errors(family: str, replicates: int) -> dict[str, list[float]]:
+    """Median |relative error| of the Huber fit on the same datasets (same seed)."""
+    rng = np.random.default_rng(0)
+    truth = TRUTH[family][1]
+    errors: dict[str, list[float]] = {name: [] for name in truth}
+    for _ in range(replicates):
+        compute, error = replicate(family, rng)
+        try:
+            fit = fit_curve(compute, error, family, loss=HUBER)
+        except FitError:
+            continue
+        for name, value in truth.items():
+            errors[name].append(abs(fit.params[name] / value - 1.0))
+    return errors
+
+
+def shift_table() -> None:
+    curves, envelope = multiplier_from_curves(), multiplier_from_envelope()
+    print(f"\ndata-path multiplier on a pure {SHIFT}x compute shift (tests/shift_study.py)")
+    for name, values in (
+        ("learning curves interpolated (report)", curves),
+        ("envelope interpolated (before)", envelope),
+    ):
+        ok = np.isfinite(values)
+        worst = float(np.max(np.abs(values[ok] / SHIFT - 1.0)))
+        print(f"  {name:<40} {ok.sum():3d} targets, largest |relative error| {worst:.2%}")
+
+
 def curve_rows() -> list[tuple[str, float, str, float]]:
     compute, error = synthetic_curve()
-
-    def scipy_curve_fit() -> None:
-        optimize.curve_fit(
-            lambda c, a, alpha, e: e + a * c**-alpha, compute, error, p0=(1.0, 0.3, 0.1)
-        )
-
-    rows = [
-        (
-            "power_law_offset fit, 100 points (median of 20)",
-            seconds(lambda: fit_curve(compute, error, "power_law_offset"), repeats=20),
-            "scipy curve_fit, same curve (median of 20)",
-            seconds(scipy_curve_fit, repeats=20),
-        )
-    ]
-
     rng = np.random.default_rng(1)
 
     def cold_refits() -> None:
@@ -77,28 +144,14 @@ def curve_rows() -> list[tuple[str, float, str, float]]:
             index = rng.integers(0, compute.size, compute.size)
             fit_curve(compute[index], error[index], "power_law_offset")
 
-    rows.append(
+    return [
         (
             "1000 bootstrap refits, warm start + jac",
-            seconds(lambda: bootstrap_fit(compute, error, "power_law_offset", n_resamples=1000)),
+            seconds(lambda: bootstrap_points(compute, error, "power_law_offset", n_resamples=1000)),
             "1000 cold refits via fit_curve (100 timed x 10)",
             10 * seconds(cold_refits),
         )
-    )
-    return rows
-
-
-def epoch_points() -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    path = FIXTURES / "epoch_chinchilla_svg_extracted_data.csv"
-    if not path.is_file():
-        return None
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    n_params = np.array([float(row["Model Size"]) for row in rows])
-    flops = np.array([float(row["Training FLOP"]) for row in rows])
-    loss = np.array([float(row["loss"]) for row in rows])
-    keep = np.argsort(loss, kind="stable")[:-5]
-    return n_params[keep], flops[keep] / (6 * n_params[keep]), loss[keep]
+    ]
 
 
 def finite_difference_grid(
@@ -120,10 +173,7 @@ def finite_difference_grid(
 
 
 def chinchilla_rows() -> list[tuple[str, float, str, float]]:
-    points = epoch_points()
-    if points is None:
-        print(f"(Chinchilla rows skipped: {FIXTURES} is missing)")
-        return []
+    points = epoch_chinchilla_points()
     stride = 30
     fit_seconds = seconds(lambda: fit_chinchilla(*points))
     baseline = seconds(lambda: finite_difference_grid(*points, stride=stride)) * stride
@@ -137,7 +187,7 @@ def chinchilla_rows() -> list[tuple[str, float, str, float]]:
         ),
         (
             "1000 Chinchilla bootstrap refits",
-            seconds(lambda: bootstrap_chinchilla(*points, n_resamples=1000, fit=fit)),
+            seconds(lambda: bootstrap_chinchilla_points(*points, n_resamples=1000, fit=fit)),
             "-",
             float("nan"),
         ),
@@ -146,7 +196,7 @@ def chinchilla_rows() -> list[tuple[str, float, str, float]]:
 
 def single_threaded_blas() -> contextlib.AbstractContextManager[object]:
     """One BLAS thread for every row, so the baselines run under the same conditions as
-    analysis.fit (which limits BLAS itself; see ``_single_threaded_blas`` there)."""
+    analysis.fit (which limits BLAS itself; see ``single_threaded_blas`` there)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -156,8 +206,14 @@ def single_threaded_blas() -> contextlib.AbstractContextManager[object]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicates", type=int, default=200, help="Datasets per family.")
+    args = parser.parse_args()
     with single_threaded_blas():
+        fitter_table(args.replicates)
+        shift_table()
         rows = curve_rows() + chinchilla_rows()
+    print()
     width = max(len(row[0]) for row in rows)
     base_width = max(len(row[2]) for row in rows)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")

@@ -29,7 +29,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.spec import _deep_copy, _set_dotted, parse_sweep
+from orchestrator.keys import deep_copy, set_dotted
+from orchestrator.spec import parse_sweep
 from orchestrator.store import RunStore
 from trainers.config import RunConfig
 
@@ -76,9 +77,9 @@ def naive_expand(text: str, sample: int) -> float:
     points = itertools.islice(itertools.product(*(grid[k] for k in keys)), sample)
     start = time.perf_counter()
     for values in points:
-        point = _deep_copy(base)
+        point = deep_copy(base)
         for key, value in zip(keys, values, strict=True):
-            _set_dotted(point, key, value)
+            set_dotted(point, key, value)
         config = RunConfig.model_validate(point).resolved()
         config.run_id()
         json.dumps(config.model_dump(mode="json"), sort_keys=True)

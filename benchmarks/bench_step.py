@@ -43,7 +43,7 @@ from trainers.loop import (
 )
 from trainers.models import build_model
 from trainers.optim import Trainee, build_optimizer
-from trainers.tasks import TASKS, data_spec
+from trainers.tasks import Classification, data_spec
 
 
 def timed(fn: Callable[[], object], steps: int) -> float:
@@ -215,7 +215,7 @@ def fused_vs_loop(learner: str, batch: int, steps: int, reps: int) -> tuple[floa
             {"learner": (model, None)},
             cfg.optimizer,
             steps * reps,
-            TASKS["classification"].loss,
+            Classification().loss,
             fused=fused,
         )
         autocast = autocast_for(torch.device("cpu"))

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_tune.py [--trials 200] [--workers 2]
 
-Each storage is opened the way ``activescale tune`` opens it (``orchestrator.tune.open_storage``:
+Each storage is opened the way ``activescale tune`` opens it (``orchestrator.tune.studies.open_storage``:
 a journal file, or SQLite through RDBStorage with heartbeats) and shared by ``--workers``
 processes that split the trials; a random sampler keeps the sampler's own cost flat. Baseline,
 in the same run: one process on Optuna's in-memory storage (no storage at all). The storage
@@ -24,7 +24,8 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.tune import TuneConfig, open_storage
+from orchestrator.tune.config import TuneConfig
+from orchestrator.tune.studies import open_storage
 
 SPACE = {
     "optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
