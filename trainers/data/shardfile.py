@@ -133,20 +133,28 @@ class _NotPlainUstar(Exception):
 _BLOCK = 512
 
 
+_CHUNK = 1 << 20  # bytes read at a time while indexing
+
+
 def _ustar_members(fd: int, size: int) -> _Members:
     """Regular-file members of a tar made of plain ustar headers (what tarfile and webdataset
-    write for short names), read with one pread per header: ~10x faster than tarfile."""
+    write for short names). The file is read in 1 MiB chunks and the header checksums are
+    checked together at the end (a bad one anywhere sends the file to tarfile, as a
+    non-ustar header does): about 6x faster than one pread and check per header, 60x faster
+    than tarfile (benchmarks/bench_shards.py)."""
     found: list[tuple[str, Member]] = []
+    headers: list[bytes] = []
+    chunk, start = b"", 0  # chunk holds the file's bytes from `start` on
     offset = 0
     while offset + _BLOCK <= size:
-        header = os.pread(fd, _BLOCK, offset)
-        if header.count(0) == _BLOCK:  # end-of-archive marker
-            return _Members(found, truncated=False)
-        checksum = header[148:156].rstrip(b" \0")
-        expected = sum(header[:148]) + 8 * 32 + sum(header[156:])
+        at = offset - start
+        if at < 0 or at + _BLOCK > len(chunk):
+            chunk, start, at = os.pread(fd, _CHUNK, offset), offset, 0
+        header = chunk[at : at + _BLOCK]
+        if header == _ZERO_BLOCK:  # end-of-archive marker
+            return _checked(headers, _Members(found, truncated=False))
+        headers.append(header)
         try:
-            if int(checksum or b"0", 8) != expected:
-                raise _NotPlainUstar  # or corrupt: tarfile decides which, and says so
             length = int(header[124:136].rstrip(b" \0") or b"0", 8)
         except ValueError:
             raise _NotPlainUstar from None
@@ -159,11 +167,32 @@ def _ustar_members(fd: int, size: int) -> _Members:
             name = header[345:500].split(b"\0", 1)[0] + b"/" + name
         text = name.decode("utf-8", "replace")
         if data + length > size:
-            return _Members(found, truncated=True, cut=text)
+            return _checked(headers, _Members(found, truncated=True, cut=text))
         if kind != b"5":  # not a folder
             found.append((text, Member(data, length)))
         offset = data + (length + _BLOCK - 1) // _BLOCK * _BLOCK
-    return _Members(found, truncated=offset < size)
+    return _checked(headers, _Members(found, truncated=offset < size))
+
+
+_ZERO_BLOCK = bytes(_BLOCK)
+_CHECKSUM = slice(148, 156)
+
+
+def _checked(headers: list[bytes], members: _Members) -> _Members:
+    """`members` if every header's checksum (the unsigned byte sum, its own field counted as
+    spaces) matches the octal number it stores; else _NotPlainUstar (a corrupt or
+    non-ustar header: tarfile decides which, and says so)."""
+    if not headers:
+        return members
+    blocks = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(len(headers), _BLOCK)
+    sums = blocks.sum(axis=1, dtype=np.int64) - blocks[:, _CHECKSUM].sum(axis=1) + 8 * 32
+    try:
+        stored = [int(h[_CHECKSUM].rstrip(b" \0") or b"0", 8) for h in headers]
+    except ValueError:
+        raise _NotPlainUstar from None
+    if not np.array_equal(sums, stored):
+        raise _NotPlainUstar
+    return members
 
 
 def _tarfile_members(path: Path) -> _Members:
