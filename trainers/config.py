@@ -26,7 +26,7 @@ from pydantic import (
 from activescale.errors import ConfigError
 from trainers.contrastive import ContrastiveConfig
 from trainers.data import DataConfig, DatasetField, dataset_entry, registered_datasets
-from trainers.data.seeding import SEED_LIMIT
+from trainers.data.seeding import Seed
 from trainers.flops import ReferenceCost
 from trainers.models import ModelConfig
 from trainers.optim import OptimConfig
@@ -122,7 +122,7 @@ class RunConfig(BaseModel):
     contrastive: ContrastiveConfig | None = Field(
         None, description="Settings of task contrastive (null: the defaults)."
     )
-    seed: int = Field(
+    seed: Seed = Field(
         0, description="Seed for model init, data order and selection sampling, in [0, 2**32)."
     )
     batch_size: int = Field(64, ge=1, description="Learner batch size B (examples kept per step).")
@@ -148,13 +148,6 @@ class RunConfig(BaseModel):
     checkpoint_every: int = Field(
         0, ge=0, description="Extra checkpoint every N steps (0: only at evaluations)."
     )
-
-    @field_validator("seed")
-    @classmethod
-    def _seed_range(cls, value: int) -> int:
-        if not 0 <= value < SEED_LIMIT:
-            raise ValueError(f"seed={value!r} is not allowed: must be in [0, 2**32)")
-        return value
 
     @field_validator("task")
     @classmethod

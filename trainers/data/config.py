@@ -22,7 +22,7 @@ from pydantic import (
 
 from trainers.captions import CaptionConfig, check_fraction
 from trainers.data.registry import DatasetConfig, registered_datasets
-from trainers.data.seeding import SEED_LIMIT
+from trainers.data.seeding import Seed
 
 __all__ = ["DataConfig"]
 
@@ -67,7 +67,7 @@ class DataConfig(DatasetConfig):
         default=0.0,
         description="Fraction of training examples replaced by copies of a few easy ones.",
     )
-    seed: int = Field(
+    seed: Seed = Field(
         default=0, description="Data seed: runs with the same data config see the same data."
     )
     captions: CaptionConfig | None = Field(
@@ -94,13 +94,6 @@ class DataConfig(DatasetConfig):
     @classmethod
     def _fraction(cls, value: float, info: Any) -> float:
         return check_fraction(value, info.field_name)
-
-    @field_validator("seed")
-    @classmethod
-    def _seed_range(cls, value: int) -> int:
-        if not 0 <= value < SEED_LIMIT:
-            raise ValueError(f"seed={value!r} is not allowed: must be in [0, 2**32)")
-        return value
 
     @model_serializer(mode="wrap")
     def _omit_absent_captions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -102,19 +102,7 @@ def load_npz(cfg: DataConfig) -> FileArrays:
     path = required_path(cfg)
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist; set dataset.path to an .npz file")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            check_loadable(str(path), _loaded_sizes(npz))  # before reading any array
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: cannot read as an .npz archive of plain arrays ({err})") from err
-
-    for key in ("x", "y", "x_test", "y_test"):
-        if key not in arrays:
-            raise DataError(
-                f"{path}: array {key!r} is missing; found {sorted(arrays)}, required "
-                "x, y, x_test, y_test (optional x_clean, y_clean, corrupted)"
-            )
+    arrays = read_npz(path)
     if ("x_clean" in arrays) != ("y_clean" in arrays):
         present, absent = ("x_clean", "y_clean") if "x_clean" in arrays else ("y_clean", "x_clean")
         raise DataError(
@@ -181,6 +169,24 @@ def load_npz(cfg: DataConfig) -> FileArrays:
         source=str(path),
         corrupted=mask,
     )
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (refused before reading if they would not fit in memory),
+    with the required ``x, y, x_test, y_test`` present: a DataError otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            check_loadable(str(path), _loaded_sizes(npz))  # before reading any array
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: cannot read as an .npz archive of plain arrays ({err})") from err
+    for key in ("x", "y", "x_test", "y_test"):
+        if key not in arrays:
+            raise DataError(
+                f"{path}: array {key!r} is missing; found {sorted(arrays)}, required "
+                "x, y, x_test, y_test (optional x_clean, y_clean, corrupted)"
+            )
+    return arrays
 
 
 def _loaded_sizes(npz: np.lib.npyio.NpzFile) -> dict[str, int]:

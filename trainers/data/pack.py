@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from activescale.errors import DataError
+from trainers.data.files import read_npz
 from trainers.data.manifest import (
     ImageInfo,
     Manifest,
@@ -134,17 +134,7 @@ def _files(root: Path, files: list[Path], labels: np.ndarray) -> SplitSource:
 
 
 def _npz_source(path: Path) -> PackSource:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: cannot read as an .npz archive of plain arrays ({err})") from err
-    for key in ("x", "y", "x_test", "y_test"):
-        if key not in arrays:
-            raise DataError(
-                f"{path}: array {key!r} is missing; found {sorted(arrays)}, required "
-                "x, y, x_test, y_test (optional x_clean, y_clean, corrupted)"
-            )
+    arrays = read_npz(path)
     corrupted = arrays.get("corrupted")
     if corrupted is not None and (corrupted.dtype != bool or corrupted.shape != arrays["y"].shape):
         raise DataError(

@@ -10,12 +10,14 @@ A dataset registered from outside (``trainers.data.registry``) derives its gener
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator
 
 from activescale.errors import ConfigError
 
-__all__ = ["SEED_LIMIT", "Purpose", "check_seed", "derived_rng", "keyed_rng"]
+__all__ = ["SEED_LIMIT", "Purpose", "Seed", "check_seed", "derived_rng", "keyed_rng"]
 
 SEED_LIMIT = 2**32  # seeds are single SeedSequence words (see derived_rng)
 
@@ -58,3 +60,12 @@ def check_seed(seed: int) -> None:
     """Refuse a run seed that is not one SeedSequence word."""
     if not 0 <= seed < SEED_LIMIT:
         raise ConfigError(f"seed={seed!r} is not allowed: the run seed must be in [0, 2**32)")
+
+
+def _seed_in_range(value: int) -> int:
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"seed={value!r} is not allowed: must be in [0, 2**32)")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(_seed_in_range)]  # a config's seed: one SeedSequence word

@@ -31,7 +31,7 @@ from trainers.captions import check_fraction
 from trainers.data.manifest import Manifest, read_manifest
 from trainers.data.mnist1d import check_count
 from trainers.data.registry import DatasetConfig
-from trainers.data.seeding import SEED_LIMIT, check_seed
+from trainers.data.seeding import Seed, check_seed
 from trainers.data.shard_order import StreamOrder
 from trainers.data.shard_reader import ReadSettings, ShardReader, UnitDataset, images_to_tensor
 from trainers.data.sources import check_state
@@ -69,7 +69,7 @@ class ShardsConfig(DatasetConfig):
     label_noise: float = Field(
         0.0, description="Fraction of training labels replaced by a random different class."
     )
-    seed: int = Field(0, description="Data seed: which samples label noise hits.")
+    seed: Seed = Field(0, description="Data seed: which samples label noise hits.")
     workers: int = Field(
         2, ge=0, description="DataLoader worker processes decoding ahead (0: in the step)."
     )
@@ -86,13 +86,6 @@ class ShardsConfig(DatasetConfig):
     @classmethod
     def _fraction(cls, value: float) -> float:
         return check_fraction(value, "label_noise")
-
-    @field_validator("seed")
-    @classmethod
-    def _seed_range(cls, value: int) -> int:
-        if not 0 <= value < SEED_LIMIT:
-            raise ValueError(f"seed={value!r} is not allowed: must be in [0, 2**32)")
-        return value
 
     @model_validator(mode="after")
     def _streams(self) -> ShardsConfig:
