@@ -23,6 +23,7 @@ from trainers.data import dataset_config, load_splits
 from trainers.data.corruptions import hashed_label_noise
 from trainers.data.manifest import read_manifest
 from trainers.data.pack import pack
+from trainers.data.shard_reader import ReadSettings, images_to_tensor
 from trainers.data.shardfile import index_shard
 from trainers.data.shards import ShardsConfig, ShardSource, describe_shards, shard_splits
 from trainers.loop import Interrupted, RunContext, train
@@ -92,6 +93,67 @@ def test_augmentation_crops_and_flips_deterministically(packed: Path) -> None:
     changed = (plain[0] != augmented[0]).flatten(1).any(dim=1).float().mean()
     assert changed > 0.8  # 1 in 9 x 9 crops is the identity, half of those flip
     assert augmented[0].shape == plain[0].shape
+
+
+def test_images_become_normalised_crops_and_flips_of_the_padded_image() -> None:
+    """images_to_tensor against the definition, sample by sample: zero-pad by `pad`, take the
+    (dy, dx) window, mirror it when flip is 1, then (x / 255 - mean) / std in float32."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    settings = ReadSettings(
+        folder=Path("."),
+        shard_names=(),
+        counts=(),
+        image_shape=(16, 16, 3),
+        size=None,
+        mean=(0.3, 0.5, 0.7),
+        std=(0.2, 0.25, 0.3),
+        num_classes=10,
+    )
+    pad = settings.pad
+    draws = np.stack(
+        [rng.integers(0, 2 * pad + 1, 40), rng.integers(0, 2 * pad + 1, 40), np.arange(40) % 2],
+        axis=1,
+    )
+    mean = torch.tensor(settings.mean).view(3, 1, 1)
+    std = torch.tensor(settings.std).view(3, 1, 1)
+    for out, crops in (
+        (images_to_tensor(pixels, settings), None),
+        (images_to_tensor(pixels, settings, draws), draws),
+    ):
+        assert out.shape == (40, 3, 16, 16) and out.dtype == torch.float32 and out.is_contiguous()
+        for i in range(40):
+            image = torch.from_numpy(pixels[i]).permute(2, 0, 1)
+            if crops is not None:
+                dy, dx, flip = crops[i].tolist()
+                image = torch.nn.functional.pad(image, (pad, pad, pad, pad))[
+                    :, dy : dy + 16, dx : dx + 16
+                ]
+                image = image.flip(2) if flip else image
+            assert torch.equal(out[i], (image.float() / 255 - mean) / std)
+
+
+def test_a_worker_indexes_each_shard_once_an_epoch_and_keeps_a_windows_worth(
+    packed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Units of a window read from all the shards it spans: their indexes stay while it is
+    read (no shard indexed twice in an epoch), and no more than a window's span are kept
+    (the memory does not grow with the dataset)."""
+    import trainers.data.shard_reader as shard_reader
+
+    calls: list[Path] = []
+    monkeypatch.setattr(
+        shard_reader, "index_shard", lambda path: calls.append(path) or index_shard(path)
+    )
+    src = source(packed)  # shuffle_buffer 64 over shards of 40: a window spans 2 or 3
+    dataset = shard_reader.UnitDataset(src.settings, src.order)
+    kept = []
+    for start in range(0, TRAIN, 16):
+        dataset[(0, start, min(start + 16, TRAIN))]
+        kept.append(len(dataset.reader._indexes))
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == len(src.settings.counts)
+    assert sorted(set(src.settings.counts)) == [30, 40]
+    assert max(kept) <= dataset.reader.keep_indexes == 3 + 2  # ceil(64 / 30) + 2
 
 
 def test_ranks_read_disjoint_shards_whose_union_is_the_epoch(packed: Path) -> None:

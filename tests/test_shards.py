@@ -18,7 +18,7 @@ import torch
 from activescale.errors import DataError
 from orchestrator.cli import main
 from tests.images import image_arrays, write_cifar10, write_image_folder, write_npz
-from trainers.data import DataConfig, dataset_config, load_splits, make_source
+from trainers.data import DataConfig, dataset_config, load_splits, make_source, shardfile
 from trainers.data.manifest import read_manifest, verify_shards
 from trainers.data.pack import pack
 from trainers.data.shard_reader import ShardReader
@@ -142,6 +142,75 @@ def test_a_bad_npy_image_is_a_named_error(data: bytes, message: str) -> None:
 
     with pytest.raises(DataError, match=rf"shard s\.tar, sample 'k': \.npy image {message}"):
         decode_npy(data, 3, "s.tar", "k")
+
+
+def _png(image: object, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", **options)  # type: ignore[attr-defined]
+    return out.getvalue()
+
+
+def _pillow_pixels(data: bytes, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as opened:
+        pixels = np.asarray(opened.convert("L" if channels == 1 else "RGB"))
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def test_png_decoding_gives_pillows_pixels_for_every_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plain 8-bit grey and RGB PNGs take the short path (Image.open is never called), every
+    other kind Image.open; all give what Pillow gives. A PNG whose chunk CRC fails goes to
+    Image.open too, and bytes no decoder reads are a named error."""
+    from PIL import Image, PngImagePlugin
+
+    from trainers.data.shardfile import decode_image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)  # noise: several IDAT chunks
+    text = PngImagePlugin.PngInfo()
+    text.add_text("origin", "test")
+    plain = {
+        "rgb": (_png(Image.fromarray(rgb)), 3),
+        "rgb small": (_png(Image.fromarray(rgb[:32, :32])), 3),
+        "grey": (_png(Image.fromarray(rgb[:, :, 0])), 1),
+        "rgb with a text chunk": (_png(Image.fromarray(rgb), pnginfo=text), 3),
+    }
+    other = {
+        "grey as rgb": (plain["grey"][0], 3),
+        "rgb as grey": (plain["rgb"][0], 1),
+        "rgba": (_png(Image.fromarray(rng.integers(0, 256, (20, 30, 4), dtype=np.uint8))), 3),
+        "palette": (_png(Image.fromarray(rgb[:20, :20]).convert("P")), 3),
+        "16-bit grey": (_png(Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 200)), 1),
+        "1-bit": (_png(Image.fromarray(rgb[:, :, 0] > 128)), 1),
+    }
+    assert len(Image.open(io.BytesIO(plain["rgb"][0])).tile) == 1
+    assert plain["rgb"][0].count(b"IDAT") > 1
+    expected = {name: _pillow_pixels(*case) for name, case in plain.items()}
+    with monkeypatch.context() as patched:
+        patched.setattr(Image, "open", None)  # the short path, or a TypeError
+        for name, (data, channels) in plain.items():
+            assert np.array_equal(decode_image(data, channels, "s", name), expected[name]), name
+    for name, (data, channels) in other.items():
+        assert np.array_equal(
+            decode_image(data, channels, "s", name), _pillow_pixels(data, channels)
+        ), name
+    broken = bytearray(plain["rgb small"][0])
+    broken[-20] ^= 0x01  # inside the last IDAT: its CRC fails
+    try:
+        pillows: object = _pillow_pixels(bytes(broken), 3)
+    except (OSError, SyntaxError, ValueError):
+        pillows = DataError
+    if pillows is DataError:
+        with pytest.raises(DataError, match="image cannot be decoded"):
+            decode_image(bytes(broken), 3, "s", "broken")
+    else:
+        assert np.array_equal(decode_image(bytes(broken), 3, "s", "broken"), pillows)
+    for data in (plain["rgb small"][0][:60], b"\x89PNG\r\n\x1a\n" + b"\0" * 40):
+        with pytest.raises(DataError, match="shard s, sample 'cut': image cannot be decoded"):
+            decode_image(data, 3, "s", "cut")
 
 
 def test_pack_cifar10_batches(tmp_path: Path) -> None:
@@ -362,6 +431,125 @@ def test_we_read_shards_webdataset_writes(tmp_path: Path) -> None:
     indexed = index_shard(tmp_path / "shard.tar")
     assert [s.key for s in indexed.samples] == [f"sample{i:04d}" for i in range(5)]
     assert not indexed.truncated and set(indexed.samples[0].fields) == {"png", "cls"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the shard index against the standard library's tar reader
+
+
+def _tar(
+    path: Path, members: list[tuple[str, int]], tar_format: int = tarfile.USTAR_FORMAT
+) -> Path:
+    """A tar of `members` (name, size; size -1: a folder) with distinct byte content."""
+    with tarfile.open(path, "w", format=tar_format) as archive:
+        for i, (name, size) in enumerate(members):
+            info = tarfile.TarInfo(name)
+            if size < 0:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+                continue
+            info.size = size
+            archive.addfile(info, io.BytesIO(bytes((i + j) % 251 for j in range(size))))
+    return path
+
+
+def _whole_members(path: Path) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of the regular files tarfile finds whose bytes all lie in
+    the file: what the index must give."""
+    size = path.stat().st_size
+    found = []
+    try:
+        with tarfile.open(path, "r:") as archive:
+            for info in archive:
+                if info.offset_data + info.size > size:
+                    break
+                if info.isfile():
+                    found.append((info.name, info.offset_data, info.size))
+    except tarfile.TarError:  # an empty file, a header cut short
+        pass
+    return found
+
+
+def _indexed_members(path: Path) -> list[tuple[str, int, int]]:
+    indexed = index_shard(path)
+    members = [
+        (f"{s.key}.{ext}", m.offset, m.size) for s in indexed.samples for ext, m in s.fields.items()
+    ]
+    return sorted(members, key=lambda m: m[1])
+
+
+# Sizes around the 512-byte block and past the 1 MiB chunk the index reads at a time; a
+# folder; a name long enough for ustar's prefix field; a member of zero bytes.
+MEMBERS = [
+    ("a/0001.png", 0),
+    ("a/0001.cls", 1),
+    ("a", -1),
+    ("a/0002.png", 511),
+    ("a/0002.cls", 512),
+    ("a/0003.png", 513),
+    ("a/0003.json", (1 << 20) + 700),
+    ("a/0004.npy", 3 * 1024 + 128),
+    (f"{'deep/' * 30}0005.png", 40),
+    ("0006.tar.gz", 10),  # the field starts at the first dot: ext "tar.gz"
+]
+
+
+def test_the_index_finds_what_tarfile_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain ustar (what pack and webdataset write) is read by the fast path alone; GNU long
+    names and pax headers go to tarfile; both give tarfile's members."""
+    ustar = _tar(tmp_path / "ustar.tar", MEMBERS)
+    with monkeypatch.context() as patched:
+        patched.setattr(shardfile, "_tarfile_members", None)  # the fast path, or a TypeError
+        assert _indexed_members(ustar) == _whole_members(ustar)
+    for tar_format in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        path = _tar(tmp_path / f"{tar_format}.tar", MEMBERS, tar_format)
+        members = _indexed_members(path)
+        assert members == _whole_members(path) and len(members) == 9
+        assert not index_shard(path).truncated
+    long = _tar(tmp_path / "long.tar", [("x" * 150 + ".png", 3), ("y.cls", 1)], tarfile.GNU_FORMAT)
+    assert _indexed_members(long) == _whole_members(long)  # a GNU long name: tarfile reads it
+
+
+def test_the_index_of_a_cut_shard_keeps_only_whole_members(tmp_path: Path) -> None:
+    """Cut at every 997th byte and at block and chunk edges: what the index keeps is whole
+    (a sample whose member was cut is dropped with it); a cut inside a member's bytes is
+    `truncated`, one at a header's start is not (a tar may end there)."""
+    whole = _tar(tmp_path / "whole.tar", MEMBERS)
+    data = whole.read_bytes()
+    with tarfile.open(whole) as archive:
+        spans = [(m.offset, m.offset_data, m.offset_data + m.size) for m in archive]
+    cut = tmp_path / "cut.tar"
+    edges = {0, 1, 511, 512, 513, 1024, 1100, 2048, 1 << 20, (1 << 20) + 4096}
+    for length in sorted(edges | set(range(0, spans[-1][2], 997))):
+        cut.write_bytes(data[:length])
+        indexed = index_shard(cut)
+        kept = {m[0] for m in _indexed_members(cut)}
+        assert kept <= {m[0] for m in _whole_members(cut)}, length
+        if any(data_start < length < end for _, data_start, end in spans):
+            assert indexed.truncated, length
+        if length in {header for header, _, _ in spans}:
+            assert not indexed.truncated, length
+            assert len(kept) == sum(1 for h, _, _ in spans if h < length) - (length > 1024), length
+
+
+def test_a_corrupt_header_goes_to_tarfile_and_is_named(tmp_path: Path) -> None:
+    """A header whose checksum fails: tarfile reads the members before it, as if the archive
+    ended there (the reader then names the missing samples); bytes that are no tar at all
+    are a DataError naming the shard."""
+    ok = _tar(tmp_path / "ok.tar", MEMBERS[:5])
+    with tarfile.open(ok) as archive:
+        header = archive.getmembers()[3].offset  # a/0002.png's
+    data = bytearray(ok.read_bytes())
+    data[header + 10] ^= 0xFF  # a byte of its name: the checksum no longer holds
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(data))
+    indexed = index_shard(bad)
+    assert [(s.key, sorted(s.fields)) for s in indexed.samples] == [("a/0001", ["cls", "png"])]
+    bad.write_bytes(b"not a tar" * 100)
+    with pytest.raises(DataError, match=r"bad\.tar"):
+        index_shard(bad)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,6 +65,9 @@ class StreamOrder:
     _windows: dict[tuple[int, int], np.ndarray] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _draws: dict[tuple[int, ...], np.ndarray] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def epoch(self, epoch: int) -> RankEpoch:
         found = self._epochs.get(epoch)
@@ -105,16 +108,23 @@ class StreamOrder:
 
     def augment_draws(self, epoch: int, window: int, size: int, pad: int) -> np.ndarray:
         """(size, 3) int: crop offsets (dy, dx) in [0, 2 pad] and a flip bit for each slot of a
-        window, keyed like the window: the same sample gets the same draw on any worker."""
-        rng = keyed_rng(Purpose.AUGMENT, self.data_seed, self.run_seed, epoch, self.rank, window)
-        return np.stack(
-            [
-                rng.integers(0, 2 * pad + 1, size),
-                rng.integers(0, 2 * pad + 1, size),
-                rng.integers(0, 2, size),
-            ],
-            axis=1,
-        )
+        window, keyed like the window: the same sample gets the same draw on any worker.
+        Remembered (a unit is a slice of a window: its draws are not drawn again per unit)."""
+        found = self._draws.get((epoch, window, size, pad))
+        if found is None:
+            rng = keyed_rng(
+                Purpose.AUGMENT, self.data_seed, self.run_seed, epoch, self.rank, window
+            )
+            found = np.stack(
+                [
+                    rng.integers(0, 2 * pad + 1, size),
+                    rng.integers(0, 2 * pad + 1, size),
+                    rng.integers(0, 2, size),
+                ],
+                axis=1,
+            )
+            _remember(self._draws, (epoch, window, size, pad), found)
+        return found
 
 
 def _remember(memo: dict, key: object, value: object, keep: int = 8) -> None:

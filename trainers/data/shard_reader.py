@@ -37,7 +37,7 @@ from trainers.data.shardfile import (
 __all__ = ["ReadSettings", "ShardReader", "UnitDataset", "images_to_tensor"]
 
 OPEN_SHARDS = 8  # shard files a reader keeps open (a window spans a few)
-INDEXED_SHARDS = 32  # shard indexes it remembers (~0.5 KB a sample: bounded memory)
+INDEXED_SHARDS = 4  # shard indexes a reader of whole splits remembers (~0.6 KB a sample)
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,9 @@ class Sample:
 class ShardReader:
     """Samples of one split by (shard, index in shard), with a few shards kept open."""
 
-    def __init__(self, settings: ReadSettings) -> None:
+    def __init__(self, settings: ReadSettings, keep_indexes: int = INDEXED_SHARDS) -> None:
         self.settings = settings
+        self.keep_indexes = keep_indexes
         self._indexes: OrderedDict[int, IndexedShard] = OrderedDict()
         self._files: OrderedDict[int, BinaryIO] = OrderedDict()
 
@@ -98,16 +99,16 @@ class ShardReader:
         self._files.clear()
 
     def __getstate__(self) -> dict[str, Any]:  # open files stay with their process
-        return {"settings": self.settings}
+        return {"settings": self.settings, "keep_indexes": self.keep_indexes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["settings"])  # type: ignore[misc]
+        self.__init__(state["settings"], state["keep_indexes"])  # type: ignore[misc]
 
     def __del__(self) -> None:
         self.close()
 
     def shard(self, shard: int) -> IndexedShard:
-        """The shard's index (read once, then remembered with the last INDEXED_SHARDS)."""
+        """The shard's index (read once, then remembered with the last `keep_indexes`)."""
         found = self._indexes.get(shard)
         if found is not None:
             self._indexes.move_to_end(shard)
@@ -120,7 +121,7 @@ class ShardReader:
                 f"shard {name} has {len(found.samples)} samples but the manifest says "
                 f"{expected}: the file was rewritten; re-pack the dataset"
             )
-        _remember(self._indexes, shard, found, INDEXED_SHARDS)
+        _remember(self._indexes, shard, found, self.keep_indexes)
         return found
 
     def _file(self, shard: int) -> BinaryIO:
@@ -142,9 +143,11 @@ class ShardReader:
 
     def read(self, shard: int, index: int) -> Sample:
         """One sample, checked and decoded; a DataError names the shard and the key."""
+        return self._read(shard, self.shard(shard), self._file(shard).fileno(), index)
+
+    def _read(self, shard: int, indexed: IndexedShard, fd: int, index: int) -> Sample:
         settings = self.settings
         name = settings.shard_names[shard]
-        indexed = self.shard(shard)
         if index >= len(indexed.samples):
             why = "the file is truncated" if indexed.truncated else "the file has fewer samples"
             raise DataError(
@@ -153,21 +156,18 @@ class ShardReader:
                 "dataset.skip_bad: true to skip and count such samples"
             )
         sample = indexed.samples[index]
-        image_field = next((ext for ext in IMAGE_FIELDS if ext in sample.fields), None)
+        fields = sample.fields
+        image_field = next((ext for ext in IMAGE_FIELDS if ext in fields), None)
         if image_field is None:
             raise DataError(
                 f"shard {name}, sample {sample.key!r} has no image: it needs a "
-                f"{sample.key}.png, .jpg or .npy member; it has {sorted(sample.fields)}"
+                f"{sample.key}.png, .jpg or .npy member; it has {sorted(fields)}"
             )
-        file = self._file(shard)
-        wants_json = settings.json_corrupted
-        data = {
-            ext: read_member(file, member)
-            for ext, member in sample.fields.items()
-            # the .json only where it is needed: it costs a read and a parse per sample
-            if ext in (image_field, "cls")
-            or (ext == "json" and (wants_json or "cls" not in sample.fields))
-        }
+        # The image, the label, and the .json only where it is needed (a read and a parse).
+        wanted = [image_field, "cls"]
+        if settings.json_corrupted or "cls" not in fields:
+            wanted.append("json")
+        data = {ext: read_member(fd, fields[ext]) for ext in wanted if ext in fields}
         label, meta = sample_label(sample, data, name, settings.num_classes)
         corrupted = False
         if settings.json_corrupted:
@@ -195,17 +195,30 @@ class ShardReader:
     def read_many(
         self, shards: np.ndarray, indices: np.ndarray
     ) -> tuple[list[Sample | None], list[str]]:
-        """Samples in the given order (read in file order, for locality). A bad one is an error,
-        or with skip_bad None in its place, its error text in the second list."""
+        """Samples in the given order (read shard by shard in file order, for locality). A bad
+        one is an error, or with skip_bad None in its place, its error text in the second
+        list."""
         out: list[Sample | None] = [None] * len(shards)
         skipped: list[str] = []
-        for i in np.lexsort((indices, shards)):
+        order = np.lexsort((indices, shards))
+        ordered_shards = shards[order]
+        starts = np.flatnonzero(np.r_[True, ordered_shards[1:] != ordered_shards[:-1]])
+        for rows in np.split(order, starts[1:]):
+            shard = int(shards[rows[0]])
             try:
-                out[i] = self.read(int(shards[i]), int(indices[i]))
+                indexed, fd = self.shard(shard), self._file(shard).fileno()
             except DataError as err:
                 if not self.settings.skip_bad:
                     raise
-                skipped.append(str(err))
+                skipped.extend([str(err)] * len(rows))
+                continue
+            for i, index in zip(rows.tolist(), indices[rows].tolist(), strict=True):
+                try:
+                    out[i] = self._read(shard, indexed, fd, index)
+                except DataError as err:
+                    if not self.settings.skip_bad:
+                        raise
+                    skipped.append(str(err))
         return out, skipped
 
     def read_all(self) -> list[Sample]:
@@ -232,38 +245,37 @@ def images_to_tensor(
     """(N, H, W, C) uint8 -> (N, C, H, W) float32, normalised with the manifest's mean and
     std. `draws` ((N, 3): dy, dx, flip): random crops of the zero-padded image (padding
     ``settings.pad``) and horizontal flips."""
-    _, height, width, channels = pixels.shape
-    if draws is not None:
+    count, height, width, channels = pixels.shape
+    out = np.empty((count, channels, height, width), dtype=np.float32)
+    if draws is None:
+        out[...] = pixels.transpose(0, 3, 1, 2)
+    else:
         pad = settings.pad
-        padded = np.pad(pixels, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        cropped = np.empty_like(pixels)
+        padded = np.pad(pixels, ((0, 0), (pad, pad), (pad, pad), (0, 0))).transpose(0, 3, 1, 2)
         for i, (dy, dx, flip) in enumerate(draws.tolist()):
-            window = padded[i, dy : dy + height, dx : dx + width]
-            cropped[i] = window[:, ::-1] if flip else window
-        pixels = cropped
-    # One table lookup per pixel: the normalised value of each of the 256 levels of each
-    # channel, computed with the float32 arithmetic that normalising the pixels would do (so
-    # the same bits), into a contiguous (N, C, H, W) array. numpy, not torch: on a busy
-    # machine torch's two-thread kernels on arrays this small took 250x longer than one
+            window = padded[i, :, dy : dy + height, dx : dx + width]
+            out[i] = window[:, :, ::-1] if flip else window
+    # In place, in float32, in this order: (x / 255 - mean) / std. numpy, not torch: on a
+    # busy machine torch's two-thread kernels on arrays this small took 250x longer than one
     # thread (measured), and the main process has two.
-    levels = np.arange(256, dtype=np.float32) / np.float32(255)
-    mean = np.asarray(settings.mean, dtype=np.float32)[:, None]
-    std = np.asarray(settings.std, dtype=np.float32)[:, None]
-    tables = ((levels[None, :] - mean) / std).ravel()
-    offsets = (np.arange(channels, dtype=np.uint16) * 256).reshape(1, -1, 1, 1)
-    out = np.take(tables, pixels.transpose(0, 3, 1, 2) + offsets)
+    out /= np.float32(255)
+    out -= np.asarray(settings.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    out /= np.asarray(settings.std, dtype=np.float32).reshape(1, -1, 1, 1)
     return torch.from_numpy(out)
 
 
 class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """What a DataLoader worker decodes: ``dataset[(epoch, start, stop)]`` is that slice of
     emitted positions of the rank's stream, as a dict: ``epoch``, ``positions`` (those
-    returned: all of them unless skip_bad dropped some), ``x``, ``y``, ``corrupted`` (None:
-    unknown), ``keys``, ``skipped`` (error texts) and ``error`` (text of the DataError that
+    returned: all of them unless skip_bad dropped some; numpy), ``x`` (a tensor), ``y`` and
+    ``corrupted`` (numpy; corrupted None: unknown), ``keys``, ``skipped`` (error texts) and ``error`` (text of the DataError that
     stopped the unit; None if it did not)."""
 
     def __init__(self, settings: ReadSettings, order: StreamOrder) -> None:
-        self.reader = ShardReader(settings)
+        # Every unit of a window reads from all the shards the window spans: their indexes
+        # stay (memory grows with the shuffle buffer, not with the dataset).
+        smallest = min((count for count in settings.counts if count > 0), default=1)
+        self.reader = ShardReader(settings, keep_indexes=-(-order.window // smallest) + 2)
         self.order = order
 
     def __len__(self) -> int:  # units are addressed by (epoch, start, stop), never by 0..len-1
@@ -297,13 +309,15 @@ class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
                 draws[:, 2] = 0
         c, h, w = settings.output_shape
         pixels = np.stack([s.pixels for s in good]) if good else np.zeros((0, h, w, c), np.uint8)
+        # Only x travels as a tensor (through shared memory); the small arrays go inside the
+        # pickled unit: each tensor would cost the main process a socket round trip.
         return {
             "epoch": epoch,
-            "positions": torch.as_tensor(np.arange(start, stop)[kept], dtype=torch.int64),
+            "positions": np.arange(start, stop, dtype=np.int64)[kept],
             "x": images_to_tensor(pixels, settings, draws),
-            "y": torch.tensor([s.label for s in good], dtype=torch.int64),
+            "y": np.array([s.label for s in good], dtype=np.int64),
             "corrupted": (
-                torch.tensor([s.corrupted for s in good], dtype=torch.bool)
+                np.array([s.corrupted for s in good], dtype=np.bool_)
                 if settings.corruption_known
                 else None
             ),

@@ -321,7 +321,7 @@ class ShardSource:
         corrupted = torch.cat(corrupted_parts) if self.corruption_known else None
         return x, y, corrupted, keys
 
-    def _advance(self, epoch: int, positions: torch.Tensor, taken: int) -> None:
+    def _advance(self, epoch: int, positions: np.ndarray, taken: int) -> None:
         """Move the state past the served rows; positions skipped between them are counted."""
         if epoch != self._epoch:
             self.skipped += self.order.epoch(self._epoch).total - self._position
@@ -337,6 +337,9 @@ class ShardSource:
         unit = next(self._units)
         if unit["error"] is not None:
             raise DataError(unit["error"])
+        for name in ("y", "corrupted"):
+            if unit[name] is not None:
+                unit[name] = torch.from_numpy(unit[name])
         for message in unit["skipped"][: max(0, SKIP_MESSAGES - len(self.skip_messages))]:
             self.skip_messages.append(message)
             print(f"activescale: skip_bad: skipped {message}", file=sys.stderr, flush=True)
