@@ -133,27 +133,28 @@ def test_images_become_normalised_crops_and_flips_of_the_padded_image() -> None:
             assert torch.equal(out[i], (image.float() / 255 - mean) / std)
 
 
-def test_a_worker_indexes_each_shard_once_an_epoch_and_keeps_a_windows_worth(
+def test_a_worker_indexes_each_shard_once_an_epoch_and_keeps_only_what_it_reads_next(
     packed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Units of a window read from all the shards it spans: their indexes stay while it is
-    read (no shard indexed twice in an epoch), and no more than a window's span are kept
-    (the memory does not grow with the dataset)."""
+    """Two consecutive units read from the shards their windows span: those indexes stay
+    while they are read (no shard indexed twice in an epoch), and no more (the memory does
+    not grow with the dataset)."""
     import trainers.data.shard_reader as shard_reader
 
     calls: list[Path] = []
     monkeypatch.setattr(
         shard_reader, "index_shard", lambda path: calls.append(path) or index_shard(path)
     )
-    src = source(packed)  # shuffle_buffer 64 over shards of 40: a window spans 2 or 3
-    dataset = shard_reader.UnitDataset(src.settings, src.order)
+    src = source(packed, shuffle_buffer=16)
+    assert sorted(set(src.settings.counts)) == [30, 40] and len(src.settings.counts) == 7
+    dataset = shard_reader.UnitDataset(src.settings, src.order, unit=12)
+    assert dataset.reader.keep_indexes == 3  # (2 x 12 + 2 x 16) / 30 + 1: two units' windows
     kept = []
-    for start in range(0, TRAIN, 16):
-        dataset[(0, start, min(start + 16, TRAIN))]
+    for start in range(0, TRAIN, 12):  # units of 12 cross the windows of 16
+        dataset[(0, start, min(start + 12, TRAIN))]
         kept.append(len(dataset.reader._indexes))
-    assert sorted(calls) == sorted(set(calls)) and len(calls) == len(src.settings.counts)
-    assert sorted(set(src.settings.counts)) == [30, 40]
-    assert max(kept) <= dataset.reader.keep_indexes == 3 + 2  # ceil(64 / 30) + 2
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 7
+    assert max(kept) == 3
 
 
 def test_ranks_read_disjoint_shards_whose_union_is_the_epoch(packed: Path) -> None:

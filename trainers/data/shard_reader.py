@@ -271,11 +271,13 @@ class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
     ``corrupted`` (numpy; corrupted None: unknown), ``keys``, ``skipped`` (error texts) and ``error`` (text of the DataError that
     stopped the unit; None if it did not)."""
 
-    def __init__(self, settings: ReadSettings, order: StreamOrder) -> None:
-        # Every unit of a window reads from all the shards the window spans: their indexes
-        # stay (memory grows with the shuffle buffer, not with the dataset).
+    def __init__(self, settings: ReadSettings, order: StreamOrder, unit: int) -> None:
+        # Two consecutive units of at most `unit` positions read from the shards their windows
+        # span: those indexes stay, so a worker indexes a shard once an epoch, and its memory
+        # grows with the shuffle buffer and the unit, not with the dataset.
         smallest = min((count for count in settings.counts if count > 0), default=1)
-        self.reader = ShardReader(settings, keep_indexes=-(-order.window // smallest) + 2)
+        positions = 2 * unit + 2 * order.window  # stream positions two units' windows cover
+        self.reader = ShardReader(settings, keep_indexes=-(-positions // smallest) + 1)
         self.order = order
 
     def __len__(self) -> int:  # units are addressed by (epoch, start, stop), never by 0..len-1

@@ -350,7 +350,7 @@ class ShardSource:
         if position >= self.order.epoch(epoch).total:
             epoch, position = epoch + 1, 0
         units = _Units(self.order, epoch, position, size)
-        dataset = UnitDataset(self.settings, self.order)
+        dataset = UnitDataset(self.settings, self.order, unit=size)
         if self.cfg.workers == 0:
             return (dataset[unit] for unit in units)
         loader = torch.utils.data.DataLoader(
