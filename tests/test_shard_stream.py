@@ -20,6 +20,7 @@ from tests.images import write_npz
 from tests.traced import NAME, SOURCES, TRACE, traced_dataset, trained_keys
 from trainers.config import RunConfig
 from trainers.data import dataset_config, load_splits
+from trainers.data import shards as shards_module
 from trainers.data.corruptions import hashed_label_noise
 from trainers.data.manifest import read_manifest
 from trainers.data.pack import pack
@@ -37,6 +38,14 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shards")
     pack(write_npz(root / "data.npz"), root / "out", shard_size=40, clean_fraction=0.1)
     return root / "out"
+
+
+@pytest.fixture(autouse=True)
+def units_of_a_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers decode units of one draw here (UNIT_BYTES 0), so that these small streams
+    cross many unit boundaries; test_units_of_any_size_give_the_same_stream checks that the
+    default (units of several draws) serves the same."""
+    monkeypatch.setattr(shards_module, "UNIT_BYTES", 0)
 
 
 def config(folder: Path, **fields: Any) -> ShardsConfig:
@@ -83,6 +92,32 @@ def test_workers_change_nothing_but_speed(packed: Path) -> None:
         assert a[3] == b[3] and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
         assert a[2] is not None and b[2] is not None and torch.equal(a[2], b[2])
     workers.close()
+
+
+def test_units_of_any_size_give_the_same_stream(
+    packed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's unit is UNIT_BYTES of decoded images (several draws of small images) or one
+    draw, whichever is larger, at most MAX_UNIT samples: the samples, tensors and state are
+    those of units of one draw, with and without workers."""
+    fields = {"augment": "crop_flip", "label_noise": 0.3}
+
+    def stream(**more: Any) -> tuple[list[Any], dict[str, Any], int]:
+        src = source(packed, **fields, **more)
+        draws = [src.next_with_keys(n) for n in (37, 100, 300)]
+        src.close()
+        return draws, src.state_dict(), src._unit_size
+
+    expected, state, unit = stream()  # units of one draw (the fixture)
+    streams = [stream(workers=2)]
+    monkeypatch.setattr(shards_module, "UNIT_BYTES", 24 * 2**20)
+    streams += [stream(), stream(workers=2)]
+    assert unit == 37 and [s[2] for s in streams] == [37, shards_module.MAX_UNIT, 4096]
+    for draws, got_state, _ in streams:
+        assert got_state == state
+        for got, want in zip(draws, expected, strict=True):
+            assert got[3] == want[3] and torch.equal(got[0], want[0])
+            assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
 
 
 def test_augmentation_crops_and_flips_deterministically(packed: Path) -> None:
@@ -142,9 +177,12 @@ def test_a_worker_indexes_each_shard_once_an_epoch_and_keeps_only_what_it_reads_
     import trainers.data.shard_reader as shard_reader
 
     calls: list[Path] = []
-    monkeypatch.setattr(
-        shard_reader, "index_shard", lambda path: calls.append(path) or index_shard(path)
-    )
+
+    def counted(path: Path) -> object:
+        calls.append(path)
+        return index_shard(path)
+
+    monkeypatch.setattr(shard_reader, "index_shard", counted)
     src = source(packed, shuffle_buffer=16)
     assert sorted(set(src.settings.counts)) == [30, 40] and len(src.settings.counts) == 7
     dataset = shard_reader.UnitDataset(src.settings, src.order, unit=12)

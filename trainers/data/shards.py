@@ -16,6 +16,7 @@ injected noise or where every sample's .json carries a ``corrupted`` field, else
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -39,7 +40,12 @@ from trainers.data.splits import DatasetFacts, Splits
 
 __all__ = ["ShardSource", "ShardsConfig", "describe_shards", "shard_splits"]
 
-MAX_UNIT = 4096  # samples a worker decodes per request, at most (shared memory per unit)
+MAX_UNIT = 4096  # samples a worker decodes per request, at most
+# Bytes of decoded images a worker returns per request, about: each request costs the main
+# process a round trip to the worker for the shared memory (a few ms while the step keeps the
+# cores busy), so small images come in units of several draws (bench_shards.py). Memory in
+# flight: workers x prefetch x UNIT_BYTES.
+UNIT_BYTES = 24 * 2**20
 SKIP_MESSAGES = 10  # skipped samples whose error is printed; the rest are only counted
 
 
@@ -332,7 +338,8 @@ class ShardSource:
 
     def _next_unit(self, n: int) -> dict[str, Any]:
         if self._units is None:
-            self._unit_size = min(n, MAX_UNIT)
+            sample_bytes = 4 * math.prod(self.settings.output_shape)  # float32
+            self._unit_size = min(MAX_UNIT, max(n, UNIT_BYTES // sample_bytes))
             self._units = self._start(self._unit_size)
         unit = next(self._units)
         if unit["error"] is not None:
