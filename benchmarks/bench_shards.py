@@ -12,7 +12,9 @@ On generated 32x32 RGB images packed as PNG shards (about CIFAR-10's PNG size pe
 3. the same steps drawing from the stream vs from the same images already decoded in memory,
    interleaved (stream reps and memory reps alternate, so machine load hits both), for each
    split of the CPUs between the step's torch threads and the decoding workers (PNG), and for
-   the shared-core splits with .npy shards;
+   the shared-core splits with .npy shards; with where the difference goes: the seconds a
+   step spends drawing (waiting for and receiving the workers' slices), and the CPU seconds
+   the workers use a step (what they take from the step's cores when they share them);
 4. peak RSS of an IID run over one epoch of 1x and of 10x as many training samples
    (each in a fresh process: the run's own peak, read as VmHWM, which starts afresh at exec,
    so the benchmark's own memory is in neither; and its largest worker's, sampled).
@@ -31,12 +33,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from orchestrator.recovery import descendants
+from orchestrator.recovery import _stat_fields, descendants
 from trainers.config import RunConfig
 from trainers.data import FixedSource, load_splits
 from trainers.data.manifest import read_manifest
@@ -134,6 +137,46 @@ def in_memory(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor([s.label for s in samples])
 
 
+@dataclass
+class StepTimes:
+    """Medians over reps, per step: the step from the stream and from memory, their ratio; the
+    seconds the step spent drawing (waiting for the workers' units, or copying from memory);
+    and the CPU seconds the workers spent (what the stream takes from the step's cores)."""
+
+    stream_s: float
+    memory_s: float
+    ratio: float
+    stream_draw_s: float
+    memory_draw_s: float
+    worker_cpu_s: float
+
+
+class Timed:
+    """Wraps a source's ``next``: the seconds spent in it, summed."""
+
+    def __init__(self, source: object) -> None:
+        self.seconds = 0.0
+        self._next = source.next  # type: ignore[attr-defined]
+        source.next = self  # type: ignore[attr-defined]
+
+    def __call__(self, n: int) -> object:
+        start = time.perf_counter()
+        try:
+            return self._next(n)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's descendants (the DataLoader workers)."""
+    ticks = 0
+    for pid in descendants(os.getpid()):
+        fields = _stat_fields(pid)
+        if fields:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def stream_vs_memory(
     folder: Path,
     workers: int,
@@ -141,8 +184,8 @@ def stream_vs_memory(
     steps: int,
     reps: int,
     pool: tuple[torch.Tensor, torch.Tensor],
-) -> tuple[float, float, float]:
-    """Median step seconds drawing from the stream and from memory, and the median ratio."""
+) -> StepTimes:
+    """The same prioritized steps drawing from the stream and from memory, interleaved."""
     torch.set_num_threads(threads)
     cfg = run_config(folder, workers)
     splits = load_splits(cfg.dataset)
@@ -160,23 +203,31 @@ def stream_vs_memory(
         block=streamed.block,
         reference=streamed.reference,
     )
+    waits = {id(streamed): Timed(streamed.source), id(memory): Timed(memory.source)}
     autocast = autocast_for(torch.device("cpu"))
 
-    def timed(draws: Lookahead) -> float:
+    def timed(draws: Lookahead) -> tuple[float, float, float]:
+        """Per step: seconds, seconds drawing, workers' CPU seconds."""
         state.draws = draws
+        wait, cpu = waits[id(draws)], children_cpu_s()
+        drawn = wait.seconds
         start = time.perf_counter()
         for _ in range(steps):
             train_step(state, cfg, schedule, splits, autocast)
-        return (time.perf_counter() - start) / steps
+        seconds = time.perf_counter() - start
+        return (seconds / steps, (wait.seconds - drawn) / steps, (children_cpu_s() - cpu) / steps)
 
     timed(streamed), timed(memory)  # warm-up: workers start, first blocks
     pairs = [(timed(streamed), timed(memory)) for _ in range(reps)]
     streamed.source.close()  # type: ignore[attr-defined]
-    ratios = [s / m for s, m in pairs]
-    return (
-        statistics.median(s for s, _ in pairs),
-        statistics.median(m for _, m in pairs),
-        statistics.median(ratios),
+    median = statistics.median
+    return StepTimes(
+        stream_s=median(s[0] for s, _ in pairs),
+        memory_s=median(m[0] for _, m in pairs),
+        ratio=median(s[0] / m[0] for s, m in pairs),
+        stream_draw_s=median(s[1] for s, _ in pairs),
+        memory_draw_s=median(m[1] for _, m in pairs),
+        worker_cpu_s=median(s[2] for s, _ in pairs),
     )
 
 
@@ -300,13 +351,15 @@ def main() -> None:
         splits = [("png", folder, 2, 1), ("png", folder, 2, 2), ("png", folder, 1, 1)]
         splits += [("npy", raw, 2, 1), ("npy", raw, 2, 2)]
         for name, where, threads, workers in splits:
-            stream_s, memory_s, ratio = stream_vs_memory(
-                where, workers, threads, args.steps, args.reps, pool
-            )
+            t = stream_vs_memory(where, workers, threads, args.steps, args.reps, pool)
             print(
                 f"  {name}, torch threads={threads}, workers={workers}: memory "
-                f"{memory_s * 1e3:6.1f} ms ({512 / memory_s:,.0f} samples/s consumed), stream "
-                f"{stream_s * 1e3:6.1f} ms, stream/memory {ratio:.3f}"
+                f"{t.memory_s * 1e3:6.1f} ms ({512 / t.memory_s:,.0f} samples/s consumed), stream "
+                f"{t.stream_s * 1e3:6.1f} ms, stream/memory {t.ratio:.3f}\n"
+                f"      a step drew for {t.stream_draw_s * 1e3:.1f} ms from the stream, "
+                f"{t.memory_draw_s * 1e3:.1f} ms from memory; the workers used "
+                f"{t.worker_cpu_s * 1e3:.1f} ms of CPU a step ({t.worker_cpu_s / 512 * 1e6:.0f} us "
+                "a sample)"
             )
         torch.set_num_threads(2)
 
