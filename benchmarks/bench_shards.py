@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestrator.recovery import _stat_fields, descendants
+from orchestrator.recovery import descendants, stat_fields
 from trainers.config import RunConfig
 from trainers.data import FixedSource, load_splits
 from trainers.data.manifest import read_manifest
@@ -171,7 +171,7 @@ def children_cpu_s() -> float:
     """User + system CPU seconds of this process's descendants (the DataLoader workers)."""
     ticks = 0
     for pid in descendants(os.getpid()):
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields:
             ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return ticks / os.sysconf("SC_CLK_TCK")

@@ -73,11 +73,11 @@ class ProcessId:
 def process_start(pid: int) -> str | None:
     """The start time of process ``pid`` (Linux: clock ticks since boot, field 22 of
     /proc/PID/stat); None when it cannot be read (no such process, no /proc)."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return fields[19] if fields else None
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -100,7 +100,7 @@ def alive(process: ProcessId) -> bool | None:
         return False
     except PermissionError:  # another user's process: its start time below tells
         pass
-    fields = _stat_fields(process.pid)
+    fields = stat_fields(process.pid)
     if fields is None:  # no /proc: the pid exists, which is all that can be told
         return True
     # A zombie has ended; a different start time is a new process under a reused pid.
@@ -237,7 +237,7 @@ def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     with contextlib.suppress(OSError):
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))):
+            if entry.name.isdigit() and (fields := stat_fields(int(entry.name))):
                 children.setdefault(int(fields[1]), []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:

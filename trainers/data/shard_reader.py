@@ -141,11 +141,9 @@ class ShardReader:
             self._files.move_to_end(shard)
         return found
 
-    def read(self, shard: int, index: int) -> Sample:
-        """One sample, checked and decoded; a DataError names the shard and the key."""
-        return self._read(shard, self.shard(shard), self._file(shard).fileno(), index)
-
     def _read(self, shard: int, indexed: IndexedShard, fd: int, index: int) -> Sample:
+        """One sample of `shard` (its index, its open file), checked and decoded; a DataError
+        names the shard and the key."""
         settings = self.settings
         name = settings.shard_names[shard]
         if index >= len(indexed.samples):

@@ -270,32 +270,32 @@ def decode_image(
     `size` (height, width) with Pillow's bilinear filter when given. PNG, JPEG and WebP go
     through Pillow; ``.npy`` pixels (:func:`decode_npy`) need no decoding. Undecodable bytes
     are a DataError naming the shard and the key."""
+    from PIL import Image  # Pillow comes with matplotlib
+
     if data.startswith(NPY_MAGIC):
-        pixels = decode_npy(data, channels, shard, key)
-        if size is None or pixels.shape[:2] == size:
-            return pixels
-        from PIL import Image  # Pillow comes with matplotlib
-
-        resized = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).resize(
-            (size[1], size[0]), Image.Resampling.BILINEAR
-        )
-        array = np.asarray(resized, dtype=np.uint8)
-        return array[:, :, None] if array.ndim == 2 else array
-    from PIL import Image
-
+        array = decode_npy(data, channels, shard, key)
+        if size is None or array.shape[:2] == size:
+            return array
+        return _pixels(Image.fromarray(array[:, :, 0] if channels == 1 else array), size)
     mode = "L" if channels == 1 else "RGB"
     try:
-        image = _plain_png(data, mode)
-        if image is None:
-            with Image.open(io.BytesIO(data)) as opened:
-                image = opened if opened.mode == mode else opened.convert(mode)
-                image.load()
-        if size is not None and image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image, dtype=np.uint8)
+        plain = _plain_png(data, mode)
+        if plain is not None:
+            return _pixels(plain, size)
+        with Image.open(io.BytesIO(data)) as opened:
+            return _pixels(opened if opened.mode == mode else opened.convert(mode), size)
     except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for bad image bytes
         raise DataError(f"shard {shard}, sample {key!r}: image cannot be decoded ({err})") from err
-    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _pixels(image: Any, size: tuple[int, int] | None) -> np.ndarray:
+    """A Pillow image, resized to `size` (height, width; bilinear) if given, as (H, W, C) uint8."""
+    from PIL import Image
+
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
