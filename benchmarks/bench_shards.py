@@ -1,6 +1,6 @@
 """The shards stream against the step that consumes it: throughput, step time, memory.
 
-    python benchmarks/bench_shards.py [--images 20000] [--steps 15] [--reps 5] [--rss-images 5000]
+    python benchmarks/bench_shards.py [--images 20000] [--steps 10] [--reps 9] [--rss-images 5000]
 
 On generated 32x32 RGB images packed as PNG shards (about CIFAR-10's PNG size per image):
 
@@ -19,7 +19,8 @@ On generated 32x32 RGB images packed as PNG shards (about CIFAR-10's PNG size pe
    (each in a fresh process: the run's own peak, read as VmHWM, which starts afresh at exec,
    so the benchmark's own memory is in neither; and its largest worker's, sampled).
 
-Ratios are medians over reps measured in this run; absolute times depend on the machine.
+Ratios are medians over the pairs of reps measured in this run, with 95% bootstrap intervals of
+the median; absolute times depend on the machine.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from analysis.run_bootstrap import CONFIDENCE, interval
 from orchestrator.recovery import descendants, stat_fields
 from trainers.config import RunConfig
 from trainers.data import FixedSource, load_splits
@@ -139,16 +141,21 @@ def in_memory(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class StepTimes:
-    """Medians over reps, per step: the step from the stream and from memory, their ratio; the
-    seconds the step spent drawing (waiting for the workers' units, or copying from memory);
-    and the CPU seconds the workers spent (what the stream takes from the step's cores)."""
+    """Medians over reps, per step: the step from the stream and from memory, their ratio (with
+    a 95% bootstrap interval of that median over the pairs of reps); the seconds the step spent
+    drawing (waiting for the workers' units, or copying from memory); and the CPU seconds the
+    workers spent during the stream's reps (what the stream takes from the step's cores) and
+    during memory's (decoding ahead for the next stream rep: near 0, or memory's time carries
+    part of the stream's cost and the ratio flatters the stream)."""
 
     stream_s: float
     memory_s: float
     ratio: float
+    ratio_interval: tuple[float, float]
     stream_draw_s: float
     memory_draw_s: float
     worker_cpu_s: float
+    memory_worker_cpu_s: float
 
 
 class Timed:
@@ -221,14 +228,26 @@ def stream_vs_memory(
     pairs = [(timed(streamed), timed(memory)) for _ in range(reps)]
     streamed.source.close()  # type: ignore[attr-defined]
     median = statistics.median
+    ratios = np.array([s[0] / m[0] for s, m in pairs])
     return StepTimes(
         stream_s=median(s[0] for s, _ in pairs),
         memory_s=median(m[0] for _, m in pairs),
-        ratio=median(s[0] / m[0] for s, m in pairs),
+        ratio=float(np.median(ratios)),
+        ratio_interval=median_interval(ratios),
         stream_draw_s=median(s[1] for s, _ in pairs),
         memory_draw_s=median(m[1] for _, m in pairs),
         worker_cpu_s=median(s[2] for s, _ in pairs),
+        memory_worker_cpu_s=median(m[2] for _, m in pairs),
     )
+
+
+def median_interval(values: np.ndarray, resamples: int = 4000) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median of `values` (seeded: reproducible)."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(values, size=(resamples, len(values))), axis=1)
+    found = interval(medians, CONFIDENCE)
+    assert found is not None  # medians of finite ratios are finite
+    return found
 
 
 def _rss_kib(pid: int, field: str) -> int:
@@ -243,9 +262,10 @@ def _rss_kib(pid: int, field: str) -> int:
 
 
 class WorkerPeak:
-    """The largest resident set any child process (a DataLoader worker) reached, sampled every
-    20 ms. ``getrusage`` cannot say it: Linux keeps a process's peak across ``exec``, so a
-    child's figure starts at what its parent held when it forked."""
+    """The largest peak resident set (VmHWM) of any child process (a DataLoader worker), read
+    every 20 ms while it lives. A forked child's VmHWM starts at its resident set at the fork
+    and then tracks its own peak, between reads too. ``getrusage`` cannot say it: Linux keeps
+    ``ru_maxrss`` across ``exec`` and reports children's only once they are reaped."""
 
     def __init__(self) -> None:
         self.kib = 0
@@ -255,7 +275,7 @@ class WorkerPeak:
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
             for pid in descendants(os.getpid()):
-                self.kib = max(self.kib, _rss_kib(pid, "VmRSS"))
+                self.kib = max(self.kib, _rss_kib(pid, "VmHWM"))
 
     def __enter__(self) -> WorkerPeak:
         self._thread.start()
@@ -276,7 +296,7 @@ def rss_run(folder: Path, workers: int) -> dict[str, float]:
             "learner": {"arch": "vit", "size": "xxs", "patch": 4},
             "selection": {"policy": "iid"},
             "batch_size": 512,
-            "budget": {"steps": train_count // 512},
+            "budget": {"steps": max(1, train_count // 512)},
             "eval": {"points": 2, "batch_size": 500},
         }
     ).resolved()
@@ -305,8 +325,8 @@ def peak_rss(folder: Path, workers: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000, help="Training images (1x).")
-    parser.add_argument("--steps", type=int, default=15, help="Steps per timed rep.")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="Steps per timed rep.")
+    parser.add_argument("--reps", type=int, default=9, help="Pairs of reps (stream, memory).")
     parser.add_argument("--draws", type=int, default=20, help="next(512) calls per throughput rep.")
     parser.add_argument(
         "--rss-images", type=int, default=5000, help="Training images of the 1x RSS run."
@@ -355,11 +375,12 @@ def main() -> None:
             print(
                 f"  {name}, torch threads={threads}, workers={workers}: memory "
                 f"{t.memory_s * 1e3:6.1f} ms ({512 / t.memory_s:,.0f} samples/s consumed), stream "
-                f"{t.stream_s * 1e3:6.1f} ms, stream/memory {t.ratio:.3f}\n"
+                f"{t.stream_s * 1e3:6.1f} ms, stream/memory {t.ratio:.3f} "
+                f"[{t.ratio_interval[0]:.3f}, {t.ratio_interval[1]:.3f}]\n"
                 f"      a step drew for {t.stream_draw_s * 1e3:.1f} ms from the stream, "
                 f"{t.memory_draw_s * 1e3:.1f} ms from memory; the workers used "
                 f"{t.worker_cpu_s * 1e3:.1f} ms of CPU a step ({t.worker_cpu_s / 512 * 1e6:.0f} us "
-                "a sample)"
+                f"a sample), {t.memory_worker_cpu_s * 1e3:.1f} ms a step during memory's reps"
             )
         torch.set_num_threads(2)
 
