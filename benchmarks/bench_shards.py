@@ -17,7 +17,7 @@ On generated 32x32 RGB images packed as PNG shards (about CIFAR-10's PNG size pe
    the workers use a step (what they take from the step's cores when they share them);
 4. peak RSS of an IID run over one epoch of 1x and of 10x as many training samples
    (each in a fresh process: the run's own peak, read as VmHWM, which starts afresh at exec,
-   so the benchmark's own memory is in neither; and its largest worker's, sampled).
+   so the benchmark's own memory is in neither; and its largest worker's, its own VmHWM).
 
 Ratios are medians over the pairs of reps measured in this run, with 95% bootstrap intervals of
 the median; absolute times depend on the machine.
