@@ -135,8 +135,7 @@ def in_memory(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = RunConfig.model_validate({"dataset": shard_fields(folder, 0, "none")}).dataset
     settings = read_settings(cfg, read_manifest(folder), "train", train=False)  # type: ignore[arg-type]
     samples = ShardReader(settings).read_all()
-    x = images_to_tensor(np.stack([s.pixels for s in samples]), settings)
-    return x, torch.tensor([s.label for s in samples])
+    return images_to_tensor(samples.pixels, settings), torch.from_numpy(samples.labels)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-IMAGE_FORMATS = ("png", "jpg", "npy")  # trainers.data.shardfile.IMAGE_FORMATS, without its imports
+IMAGE_FORMATS = ("png", "jpg", "npy")  # trainers.data.images.IMAGE_FORMATS, without its imports
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 

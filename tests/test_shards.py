@@ -57,7 +57,7 @@ def test_pack_writes_shards_and_a_manifest_that_describes_them(tmp_path: Path) -
             assert path.stat().st_size == shard.bytes and file_sha256(path) == shard.sha256
             assert len(index_shard(path).samples) == shard.count
     settings = read_settings(shard_config(tmp_path / "out"), manifest, "train", train=True)  # type: ignore[arg-type]
-    pixels = np.stack([s.pixels for s in ShardReader(settings).read_all()]) / 255.0
+    pixels = ShardReader(settings).read_all().pixels / 255.0
     assert np.allclose(manifest.mean, pixels.mean(axis=(0, 1, 2)), atol=1e-12)
     assert np.allclose(manifest.std, pixels.std(axis=(0, 1, 2)), atol=1e-9)
     assert verify_shards(tmp_path / "out", manifest, checksums=True) == []
@@ -110,8 +110,7 @@ def test_npy_shards_hold_the_pixels_of_the_png_ones(tmp_path: Path) -> None:
         ShardReader(read_settings(shard_config(tmp_path / f), m, "train", train=False)).read_all()  # type: ignore[arg-type]
         for f, m in (("png", png), ("npy", npy))
     ]
-    assert [s.key for s in read[0]] == [s.key for s in read[1]]
-    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(*read, strict=True))
+    assert read[0].keys == read[1].keys and np.array_equal(read[0].pixels, read[1].pixels)
     assert verify_shards(tmp_path / "npy", npy, checksums=True) == []
     with pytest.raises(DataError, match=r"--format 'gif' is not allowed: png, jpg, npy"):
         pack(src, tmp_path / "gif", image_format="gif")
@@ -119,7 +118,7 @@ def test_npy_shards_hold_the_pixels_of_the_png_ones(tmp_path: Path) -> None:
 
 def test_the_cli_offers_the_formats_pack_writes() -> None:
     from orchestrator import data_command
-    from trainers.data.shardfile import IMAGE_FORMATS
+    from trainers.data.images import IMAGE_FORMATS
 
     assert data_command.IMAGE_FORMATS == IMAGE_FORMATS
 
@@ -138,7 +137,7 @@ def test_the_cli_offers_the_formats_pack_writes() -> None:
     ],
 )
 def test_a_bad_npy_image_is_a_named_error(data: bytes, message: str) -> None:
-    from trainers.data.shardfile import decode_npy
+    from trainers.data.images import decode_npy
 
     with pytest.raises(DataError, match=rf"shard s\.tar, sample 'k': \.npy image {message}"):
         decode_npy(data, 3, "s.tar", "k")
@@ -166,7 +165,7 @@ def test_png_decoding_gives_pillows_pixels_for_every_kind(
     Image.open too, and bytes no decoder reads are a named error."""
     from PIL import Image, PngImagePlugin
 
-    from trainers.data.shardfile import decode_image
+    from trainers.data.images import decode_image
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)  # noise: several IDAT chunks
@@ -211,6 +210,100 @@ def test_png_decoding_gives_pillows_pixels_for_every_kind(
     for data in (plain["rgb small"][0][:60], b"\x89PNG\r\n\x1a\n" + b"\0" * 40):
         with pytest.raises(DataError, match="shard s, sample 'cut': image cannot be decoded"):
             decode_image(data, 3, "s", "cut")
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (type, payload)."""
+    chunks, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        chunks.append((data[at + 4 : at + 8], data[at + 8 : at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+def _png_of(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """PNG bytes of (type, payload) chunks, each with its right CRC."""
+    import zlib
+
+    out = [b"\x89PNG\r\n\x1a\n"]
+    for kind, payload in chunks:
+        crc = zlib.crc32(kind + payload).to_bytes(4, "big")
+        out.append(len(payload).to_bytes(4, "big") + kind + payload + crc)
+    return b"".join(out)
+
+
+def _with_idat(png: bytes, make: object) -> bytes:
+    """`png` with its image data replaced by `make(data)` (a list of IDAT payloads)."""
+    chunks = _chunks(png)
+    data = b"".join(p for k, p in chunks if k == b"IDAT")
+    head = [c for c in chunks if c[0] not in (b"IDAT", b"IEND")]
+    return _png_of(head + [(b"IDAT", p) for p in make(data)] + [(b"IEND", b"")])  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_batch_png_decoding_gives_pillows_pixels_and_leaves_the_rest(
+    monkeypatch: pytest.MonkeyPatch, channels: int
+) -> None:
+    """decode_pngs decodes the plain PNGs of the size asked for into exactly Pillow's pixels
+    (several per band, image data split over IDAT chunks, ancillary chunks) and leaves every
+    other image for decode_image: other kinds and sizes, a failing CRC, image data that does
+    not inflate or inflates to too few pixels, JPEG and .npy."""
+    import zlib
+
+    from PIL import Image, PngImagePlugin
+
+    from trainers.data import images
+    from trainers.data.images import decode_pngs, encode_image
+
+    rng = np.random.default_rng(1)
+    shape = (24, 32, channels)
+
+    def plain(seed: int, **options: object) -> bytes:
+        pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+        return _png(Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels), **options)
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("origin", "test")
+    raw_rows = zlib.decompress(b"".join(p for k, p in _chunks(plain(9)) if k == b"IDAT"))
+    other_mode = rng.integers(0, 256, shape[:2] if channels == 3 else (*shape[:2], 3))
+    fast = {
+        "plain": plain(0),
+        "another": plain(1),
+        "a text chunk": plain(2, pnginfo=text),
+        "IDAT in 3 chunks": _with_idat(plain(3), lambda d: [d[:7], d[7:100], d[100:]]),
+        "compressed again": _with_idat(plain(4), lambda d: [zlib.compress(zlib.decompress(d), 1)]),
+        # A whole deflate stream of half the rows: Pillow reads it too, the rest are zeros.
+        "half the rows": _with_idat(
+            plain(9), lambda d: [zlib.compress(raw_rows[: len(raw_rows) // 2])]
+        ),
+    }
+    crc = bytearray(plain(5))
+    crc[-20] ^= 0x01
+    rest = {
+        "other size": _png(Image.fromarray(rng.integers(0, 256, (32, 24), np.uint8))),
+        "other mode": _png(Image.fromarray(other_mode.astype(np.uint8))),
+        "rgba": _png(Image.fromarray(rng.integers(0, 256, (24, 32, 4), dtype=np.uint8))),
+        "failing crc": bytes(crc),
+        "not deflate": _with_idat(plain(6), lambda d: [b"\x78\x9c" + bytes(60)]),
+        "deflate cut short": _with_idat(plain(7), lambda d: [d[: len(d) // 2]]),
+        "cut short": plain(8)[:-30],
+        "jpeg": encode_image(np.zeros(shape, np.uint8), "jpg"),
+        "npy": encode_image(np.zeros(shape, np.uint8), "npy"),
+    }
+    names = [*fast, *rest]
+    order = rng.permutation(len(names))
+    data = [{**fast, **rest}[names[i]] for i in order]
+    monkeypatch.setattr(images, "BATCH_BYTES", 2 * 24 * 32 * 4)  # bands of 2 images
+    pixels, left = decode_pngs(data, channels, 24, 32)
+    assert pixels.shape == (len(names), *shape) and pixels.dtype == np.uint8
+    assert sorted(names[order[i]] for i in left) == sorted(rest)
+    for i, name in enumerate(names[j] for j in order):
+        if name in fast:
+            assert np.array_equal(pixels[i], _pillow_pixels(data[i], channels)), name
+        else:
+            assert not pixels[i].any(), name
+    assert decode_pngs([], channels, 24, 32)[0].shape == (0, *shape)
 
 
 def test_pack_cifar10_batches(tmp_path: Path) -> None:
@@ -368,7 +461,7 @@ def test_a_bad_sample_is_a_named_error(packed: Path, change: object, message: st
 
 
 def test_an_image_of_another_size_is_a_named_error_unless_resized(packed: Path) -> None:
-    from trainers.data.shardfile import encode_image
+    from trainers.data.images import encode_image
 
     bigger = encode_image(np.zeros((9, 8, 3), np.uint8), "png")
     rewrite_shard(
@@ -422,7 +515,7 @@ def test_webdataset_reads_the_same_samples(packed: Path) -> None:
 
 def test_we_read_shards_webdataset_writes(tmp_path: Path) -> None:
     wds = pytest.importorskip("webdataset")
-    from trainers.data.shardfile import encode_image
+    from trainers.data.images import encode_image
 
     with wds.TarWriter(str(tmp_path / "shard.tar")) as sink:
         for i in range(5):

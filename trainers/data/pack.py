@@ -29,6 +29,7 @@ import numpy as np
 
 from activescale.errors import DataError
 from trainers.data.files import read_npz
+from trainers.data.images import IMAGE_FORMATS, encode_image
 from trainers.data.manifest import (
     ImageInfo,
     Manifest,
@@ -38,7 +39,7 @@ from trainers.data.manifest import (
     write_manifest,
 )
 from trainers.data.seeding import Purpose, derived_rng
-from trainers.data.shardfile import IMAGE_FORMATS, ShardWriter, encode_image
+from trainers.data.shardfile import ShardWriter
 from trainers.data.vision import (
     CIFAR10_TEST,
     cifar10_folder,

@@ -1,11 +1,12 @@
 """Reading and decoding a shard set's samples, in DataLoader worker processes or in the main one.
 
-A :class:`ShardReader` reads a sample by (shard, index in shard): it indexes a shard's tar
-headers once (``trainers.data.shardfile``), keeps a few shards open, checks every field
-(image, label, corruption flag, image size), decodes the image with Pillow and applies the
-label noise activescale injects. :class:`UnitDataset` is what DataLoader workers run: a
-"unit" is a slice of emitted positions of one epoch of a rank's stream
-(``trainers.data.shard_order``), returned decoded, transformed (torch ops) and normalised.
+A :class:`ShardReader` reads samples by (shard, index in shard): it indexes a shard's tar
+headers once (``trainers.data.shardfile``), keeps a few shards open, reads each sample's
+members in one ``pread``, checks every field (image, label, corruption flag, image size) and
+applies the label noise activescale injects; then it decodes the images of all the samples
+read together (``trainers.data.images``). :class:`UnitDataset` is what DataLoader workers run:
+a "unit" is a slice of emitted positions of one epoch of a rank's stream
+(``trainers.data.shard_order``), returned decoded, augmented and normalised (numpy).
 
 A bad sample is a DataError naming the shard and the key; with ``skip_bad`` it is left out
 and counted instead. Errors travel back from a worker as text in the unit, so the main
@@ -24,17 +25,17 @@ import torch
 
 from activescale.errors import DataError
 from trainers.data.corruptions import hashed_label_noise
+from trainers.data.images import decode_image, decode_pngs
 from trainers.data.shard_order import StreamOrder
 from trainers.data.shardfile import (
     IMAGE_FIELDS,
     IndexedShard,
-    decode_image,
     index_shard,
-    read_member,
+    read_members,
     sample_label,
 )
 
-__all__ = ["ReadSettings", "ShardReader", "UnitDataset", "images_to_tensor"]
+__all__ = ["ReadSettings", "Samples", "ShardReader", "UnitDataset", "images_to_tensor"]
 
 OPEN_SHARDS = 8  # shard files a reader keeps open (a window spans a few)
 INDEXED_SHARDS = 4  # shard indexes a reader of whole splits remembers (~0.6 KB a sample)
@@ -77,9 +78,28 @@ class ReadSettings:
 
 
 @dataclass(frozen=True)
-class Sample:
+class Samples:
+    """Samples read together, in the order asked for: ``rows`` says which of those asked for
+    they are (all of them, unless skip_bad left some out: their error texts are ``skipped``)."""
+
+    rows: np.ndarray  # (N,) int64, ascending
+    keys: list[str]
+    pixels: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int64
+    corrupted: np.ndarray  # (N,) bool
+    skipped: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """One sample's bytes read and its fields checked; its image not decoded yet."""
+
+    shard: str
     key: str
-    pixels: np.ndarray  # (H, W, C) uint8
+    image: bytes
     label: int
     corrupted: bool
 
@@ -141,9 +161,9 @@ class ShardReader:
             self._files.move_to_end(shard)
         return found
 
-    def _read(self, shard: int, indexed: IndexedShard, fd: int, index: int) -> Sample:
-        """One sample of `shard` (its index, its open file), checked and decoded; a DataError
-        names the shard and the key."""
+    def _fetch(self, shard: int, indexed: IndexedShard, fd: int, index: int) -> _Fetched:
+        """One sample of `shard` (its index, its open file): its members read, its label and
+        flag checked, label noise applied. A DataError names the shard and the key."""
         settings = self.settings
         name = settings.shard_names[shard]
         if index >= len(indexed.samples):
@@ -161,11 +181,11 @@ class ShardReader:
                 f"shard {name}, sample {sample.key!r} has no image: it needs a "
                 f"{sample.key}.png, .jpg or .npy member; it has {sorted(fields)}"
             )
-        # The image, the label, and the .json only where it is needed (a read and a parse).
+        # The image, the label, and the .json only where it is needed (a parse).
         wanted = [image_field, "cls"]
         if settings.json_corrupted or "cls" not in fields:
             wanted.append("json")
-        data = {ext: read_member(fd, fields[ext]) for ext in wanted if ext in fields}
+        data = read_members(fd, {ext: fields[ext] for ext in wanted if ext in fields})
         label, meta = sample_label(sample, data, name, settings.num_classes)
         corrupted = False
         if settings.json_corrupted:
@@ -179,54 +199,81 @@ class ShardReader:
         label, flipped = hashed_label_noise(
             sample.key, label, settings.label_noise, settings.num_classes, settings.data_seed
         )
+        return _Fetched(name, sample.key, data[image_field], label, corrupted or flipped)
+
+    def _decode(self, fetched: _Fetched) -> np.ndarray:
+        """One image that :func:`decode_pngs` left, decoded by Pillow and checked."""
+        settings = self.settings
         pixels = decode_image(
-            data[image_field], settings.image_shape[2], name, sample.key, settings.size
+            fetched.image, settings.image_shape[2], fetched.shard, fetched.key, settings.size
         )
         if settings.size is None and pixels.shape != settings.image_shape:
             raise DataError(
-                f"shard {name}, sample {sample.key!r}: image of shape {pixels.shape} (H, W, C), "
-                f"but the manifest says {settings.image_shape}; re-pack, or set "
+                f"shard {fetched.shard}, sample {fetched.key!r}: image of shape {pixels.shape} "
+                f"(H, W, C), but the manifest says {settings.image_shape}; re-pack, or set "
                 "dataset.image_size to resize every image"
             )
-        return Sample(sample.key, pixels, label, corrupted or flipped)
+        return pixels
 
-    def read_many(
-        self, shards: np.ndarray, indices: np.ndarray
-    ) -> tuple[list[Sample | None], list[str]]:
-        """Samples in the given order (read shard by shard in file order, for locality). A bad
-        one is an error, or with skip_bad None in its place, its error text in the second
-        list."""
-        out: list[Sample | None] = [None] * len(shards)
-        skipped: list[str] = []
+    def read_many(self, shards: np.ndarray, indices: np.ndarray) -> Samples:
+        """Samples in the given order: read shard by shard in file order (for locality), then
+        decoded together. A bad one is an error, or with skip_bad left out and its error text
+        kept in ``skipped`` (in file order)."""
+        settings = self.settings
+        fetched: list[_Fetched | None] = [None] * len(shards)
+        errors: dict[int, str] = {}  # row -> why it was skipped
+
+        def bad(err: DataError, rows: list[int]) -> None:
+            if not settings.skip_bad:
+                raise err
+            errors.update(dict.fromkeys(rows, str(err)))
+
         order = np.lexsort((indices, shards))
         ordered_shards = shards[order]
         starts = np.flatnonzero(np.r_[True, ordered_shards[1:] != ordered_shards[:-1]])
-        for rows in np.split(order, starts[1:]):
+        for rows in np.split(order, starts[1:]) if len(order) else []:
             shard = int(shards[rows[0]])
             try:
                 indexed, fd = self.shard(shard), self._file(shard).fileno()
             except DataError as err:
-                if not self.settings.skip_bad:
-                    raise
-                skipped.extend([str(err)] * len(rows))
+                bad(err, rows.tolist())
                 continue
             for i, index in zip(rows.tolist(), indices[rows].tolist(), strict=True):
                 try:
-                    out[i] = self._read(shard, indexed, fd, index)
+                    fetched[i] = self._fetch(shard, indexed, fd, index)
                 except DataError as err:
-                    if not self.settings.skip_bad:
-                        raise
-                    skipped.append(str(err))
-        return out, skipped
+                    bad(err, [i])
+        kept = [i for i, f in enumerate(fetched) if f is not None]
+        good = [f for f in fetched if f is not None]
+        channels = settings.image_shape[2]
+        height, width = settings.size or settings.image_shape[:2]
+        pixels, rest = decode_pngs([f.image for f in good], channels, height, width)
+        failed = []
+        for j in rest:
+            try:
+                pixels[j] = self._decode(good[j])
+            except DataError as err:
+                bad(err, [kept[j]])
+                failed.append(j)
+        if failed:
+            ok = np.setdiff1d(np.arange(len(good)), failed)
+            pixels, kept, good = pixels[ok], [kept[j] for j in ok], [good[j] for j in ok]
+        return Samples(
+            rows=np.asarray(kept, dtype=np.int64),
+            keys=[f.key for f in good],
+            pixels=pixels,
+            labels=np.fromiter((f.label for f in good), dtype=np.int64, count=len(good)),
+            corrupted=np.fromiter((f.corrupted for f in good), dtype=np.bool_, count=len(good)),
+            skipped=[errors[i] for i in order.tolist() if i in errors],
+        )
 
-    def read_all(self) -> list[Sample]:
+    def read_all(self) -> Samples:
         """Every sample of the split in manifest order (the test and clean splits)."""
         shards = np.repeat(np.arange(len(self.settings.counts)), self.settings.counts)
         indices = np.concatenate(
             [np.arange(count, dtype=np.int64) for count in self.settings.counts]
         )
-        samples, _ = self.read_many(shards, indices)
-        return [s for s in samples if s is not None]
+        return self.read_many(shards, indices)
 
 
 def _remember(memo: OrderedDict[int, Any], key: int, value: Any, keep: int) -> Any:
@@ -291,12 +338,10 @@ class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
         settings, order = self.reader.settings, self.order
         stream = order.emitted(epoch, start, stop)
         shards, indices = order.epoch(epoch).locate(stream)
-        samples, skipped = self.reader.read_many(shards, indices)
-        kept = [i for i, s in enumerate(samples) if s is not None]
-        good = [s for s in samples if s is not None]
+        samples = self.reader.read_many(shards, indices)
+        positions = np.arange(start, stop, dtype=np.int64)[samples.rows]
         draws = None
-        if settings.augment != "none" and good:
-            positions = np.arange(start, stop)[kept]
+        if settings.augment != "none" and len(samples):
             draws = np.concatenate(
                 [
                     order.augment_draws(epoch, w, order.window, settings.pad)[
@@ -307,21 +352,15 @@ class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
             )
             if settings.augment == "crop":
                 draws[:, 2] = 0
-        c, h, w = settings.output_shape
-        pixels = np.stack([s.pixels for s in good]) if good else np.zeros((0, h, w, c), np.uint8)
         # Only x travels as a tensor (through shared memory); the small arrays go inside the
         # pickled unit: each tensor would cost the main process a socket round trip.
         return {
             "epoch": epoch,
-            "positions": np.arange(start, stop, dtype=np.int64)[kept],
-            "x": images_to_tensor(pixels, settings, draws),
-            "y": np.array([s.label for s in good], dtype=np.int64),
-            "corrupted": (
-                np.array([s.corrupted for s in good], dtype=np.bool_)
-                if settings.corruption_known
-                else None
-            ),
-            "keys": [s.key for s in good],
-            "skipped": skipped,
+            "positions": positions,
+            "x": images_to_tensor(samples.pixels, settings, draws),
+            "y": samples.labels,
+            "corrupted": samples.corrupted if settings.corruption_known else None,
+            "keys": samples.keys,
+            "skipped": samples.skipped,
             "error": None,
         }

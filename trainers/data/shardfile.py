@@ -9,7 +9,8 @@ The reader is ours rather than the ``webdataset`` package's: resuming a run mid-
 random access to a sample by its index in a shard (a seek to its offset), which webdataset's
 sequential pipeline does not give. ``tests/test_shards.py`` checks that both read the same
 samples from the same files. :func:`index_shard` reads only the tar headers (512 bytes per
-member) to find every sample's members; :func:`read_member` then reads one member's bytes.
+member) to find every sample's members; :func:`read_members` then reads a sample's members in
+one read. Images are decoded in ``trainers.data.images``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import os
 import sys
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,24 +31,18 @@ from activescale.errors import DataError
 
 __all__ = [
     "IMAGE_FIELDS",
-    "IMAGE_FORMATS",
     "IndexedShard",
     "ShardSample",
     "ShardWriter",
     "WrittenShard",
-    "decode_image",
-    "decode_npy",
-    "encode_image",
     "file_sha256",
     "index_shard",
     "read_member",
+    "read_members",
     "sample_label",
 ]
 
 IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp", "npy")  # a sample's image, the first present
-IMAGE_FORMATS = ("png", "jpg", "npy")  # what `data pack --format` writes
-NPY_MAGIC = b"\x93NUMPY"
-MAX_NPY_HEADER = 4096
 SHARD_NAME = "shards-{:05d}.tar"
 
 
@@ -223,6 +217,22 @@ def read_member(fd: int, member: Member) -> bytes:
     return os.pread(fd, member.size, member.offset)
 
 
+SPAN_BYTES = 1 << 20  # members closer than this are read in one pread
+
+
+def read_members(fd: int, members: dict[str, Member]) -> dict[str, bytes]:
+    """Several members of one sample: they lie next to each other in the tar, so one read
+    spans them (one system call, not one a member) unless that would read a long gap."""
+    first, last, total = 1 << 62, 0, 0
+    for member in members.values():
+        first, last = min(first, member.offset), max(last, member.offset + member.size)
+        total += member.size
+    if last - first > SPAN_BYTES + total:
+        return {ext: read_member(fd, m) for ext, m in members.items()}
+    span = os.pread(fd, last - first, first) if members else b""
+    return {ext: span[m.offset - first : m.offset - first + m.size] for ext, m in members.items()}
+
+
 def sample_label(
     sample: ShardSample, data: dict[str, bytes], shard: str, num_classes: int
 ) -> tuple[int, dict[str, Any]]:
@@ -261,152 +271,6 @@ def sample_label(
             f"has {num_classes} classes (0..{num_classes - 1})"
         )
     return label, meta
-
-
-def decode_image(
-    data: bytes, channels: int, shard: str, key: str, size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Image bytes -> (H, W, C) uint8 with `channels` (1: grayscale, 3: RGB); resized to
-    `size` (height, width) with Pillow's bilinear filter when given. PNG, JPEG and WebP go
-    through Pillow; ``.npy`` pixels (:func:`decode_npy`) need no decoding. Undecodable bytes
-    are a DataError naming the shard and the key."""
-    from PIL import Image  # Pillow comes with matplotlib
-
-    if data.startswith(NPY_MAGIC):
-        array = decode_npy(data, channels, shard, key)
-        if size is None or array.shape[:2] == size:
-            return array
-        return _pixels(Image.fromarray(array[:, :, 0] if channels == 1 else array), size)
-    mode = "L" if channels == 1 else "RGB"
-    try:
-        plain = _plain_png(data, mode)
-        if plain is not None:
-            return _pixels(plain, size)
-        with Image.open(io.BytesIO(data)) as opened:
-            return _pixels(opened if opened.mode == mode else opened.convert(mode), size)
-    except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for bad image bytes
-        raise DataError(f"shard {shard}, sample {key!r}: image cannot be decoded ({err})") from err
-
-
-def _pixels(image: Any, size: tuple[int, int] | None) -> np.ndarray:
-    """A Pillow image, resized to `size` (height, width; bilinear) if given, as (H, W, C) uint8."""
-    from PIL import Image
-
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOR_TYPES = {"L": 0, "RGB": 2}  # PNG colour types of 8-bit grey and RGB pixels
-
-
-def _plain_png(data: bytes, mode: str) -> Any:
-    """The image of a PNG that holds 8-bit pixels of `mode` (grey or RGB), not interlaced,
-    decoded by Pillow's own PNG decoder without the Python layer of ``Image.open`` (about
-    55 -> 38 us for a 32x32 RGB image, the same pixels). None for any other PNG, a broken
-    chunk (its CRC) or bytes that are no PNG: those take ``Image.open``, which reads every
-    kind of image and names what is wrong."""
-    from PIL import Image
-
-    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
-        return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    depth, color, compression, filtering, interlace = data[24:29]
-    if (depth, color, compression, filtering, interlace) != (8, _PNG_COLOR_TYPES[mode], 0, 0, 0):
-        return None
-    idat: list[bytes] = []
-    at = 8
-    while at + 12 <= len(data):
-        length = int.from_bytes(data[at : at + 4], "big")
-        kind = data[at + 4 : at + 8]
-        end = at + 8 + length
-        if end + 4 > len(data) or zlib.crc32(data[at + 4 : end]) != int.from_bytes(
-            data[end : end + 4], "big"
-        ):
-            return None
-        if kind == b"IDAT":
-            idat.append(data[at + 8 : end])
-        elif kind == b"IEND":
-            break
-        elif kind not in (b"IHDR", b"PLTE") and kind[0] < ord("a"):  # an unknown critical chunk
-            return None
-        at = end + 4
-    else:
-        return None  # no IEND: cut short
-    try:
-        return Image.frombytes(mode, (width, height), b"".join(idat), "zip", mode)
-    except (OSError, ValueError):  # inflating failed, too few bytes: Image.open says why
-        return None
-
-
-_NPY_HEADERS: dict[bytes, tuple[int, ...]] = {}  # header text -> shape, for headers seen
-
-
-def decode_npy(data: bytes, channels: int, shard: str, key: str) -> np.ndarray:
-    """``.npy`` bytes of an (H, W) or (H, W, C) uint8 array (C = `channels`) -> (H, W, C).
-
-    The header is parsed once per distinct header (every image of a shard set has the same),
-    so a sample costs a slice and a view; anything but C-ordered uint8 pixels of the right
-    channels is a DataError naming the shard and the key."""
-
-    def bad(why: str) -> DataError:
-        return DataError(f"shard {shard}, sample {key!r}: .npy image {why}; re-pack the dataset")
-
-    if len(data) < 10 or data[6] not in (1, 2, 3):
-        raise bad("has no valid header")
-    width = 2 if data[6] == 1 else 4
-    length = int.from_bytes(data[8 : 8 + width], "little")
-    start = 8 + width
-    if length > MAX_NPY_HEADER or start + length > len(data):
-        raise bad("has a truncated or oversized header")
-    header = data[start : start + length]
-    shape = _NPY_HEADERS.get(header)
-    if shape is None:
-        import ast
-
-        try:
-            fields = ast.literal_eval(header.decode("latin1"))  # literals only: no code runs
-        except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
-            raise bad(f"has an unreadable header ({err})") from None
-        if not isinstance(fields, dict) or fields.get("descr") not in ("|u1", "<u1", "u1"):
-            raise bad(f"is not uint8 pixels (header {header[:80]!r})")
-        found = fields.get("shape")
-        if fields.get("fortran_order") is not False or not (
-            isinstance(found, tuple)
-            and len(found) in (2, 3)
-            and all(isinstance(n, int) and n >= 1 for n in found)
-        ):
-            raise bad(f"is not a C-ordered (H, W) or (H, W, C) array (header {header[:80]!r})")
-        shape = found if len(found) == 3 else (*found, 1)
-        if shape[2] != channels:
-            raise bad(f"has {shape[2]} channels, but the manifest says {channels}")
-        if len(_NPY_HEADERS) < 64:
-            _NPY_HEADERS[header] = shape
-    body = memoryview(data)[start + length :]
-    if len(body) != shape[0] * shape[1] * shape[2]:
-        raise bad(f"holds {len(body)} bytes, not the {shape[0] * shape[1] * shape[2]} of {shape}")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
-
-
-def encode_image(pixels: np.ndarray, image_format: str, quality: int = 95) -> bytes:
-    """(H, W, C) uint8 -> PNG, JPEG or .npy bytes (lossless PNG; JPEG at `quality`; .npy: the
-    pixels themselves, nothing to decode)."""
-    from PIL import Image
-
-    if image_format == "npy":
-        out = io.BytesIO()
-        np.save(out, np.ascontiguousarray(pixels, dtype=np.uint8), allow_pickle=False)
-        return out.getvalue()
-
-    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-    out = io.BytesIO()
-    if image_format == "png":
-        image.save(out, format="PNG", compress_level=6)
-    else:
-        image.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
 
 
 def file_sha256(path: Path) -> str:

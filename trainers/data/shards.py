@@ -171,13 +171,7 @@ def shard_splits(cfg: ShardsConfig) -> Splits:
             samples = reader.read_all()
         finally:
             reader.close()
-        c, h, w = settings.output_shape
-        pixels = (
-            np.stack([s.pixels for s in samples]) if samples else np.zeros((0, h, w, c), np.uint8)
-        )
-        return images_to_tensor(pixels, settings), torch.tensor(
-            [s.label for s in samples], dtype=torch.int64
-        )
+        return images_to_tensor(samples.pixels, settings), torch.from_numpy(samples.labels)
 
     test_x, test_y = whole(cfg.test)
     clean_x, clean_y = whole(cfg.clean)  # a pack without one: --clean-fraction was 0
