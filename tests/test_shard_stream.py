@@ -110,7 +110,7 @@ def test_units_of_any_size_give_the_same_stream(
 
     expected, state, unit = stream()  # units of one draw (the fixture)
     streams = [stream(workers=2)]
-    monkeypatch.setattr(shards_module, "UNIT_BYTES", 24 * 2**20)
+    monkeypatch.setattr(shards_module, "UNIT_BYTES", 6 * 2**20)
     streams += [stream(), stream(workers=2)]
     assert unit == 37 and [s[2] for s in streams] == [37, shards_module.MAX_UNIT, 4096]
     for draws, got_state, _ in streams:

@@ -6,7 +6,8 @@ members in one ``pread``, checks every field (image, label, corruption flag, ima
 applies the label noise activescale injects; then it decodes the images of all the samples
 read together (``trainers.data.images``). :class:`UnitDataset` is what DataLoader workers run:
 a "unit" is a slice of emitted positions of one epoch of a rank's stream
-(``trainers.data.shard_order``), returned decoded, augmented and normalised (numpy).
+(``trainers.data.shard_order``), returned decoded and augmented (uint8; the main process
+normalises).
 
 A bad sample is a DataError naming the shard and the key; with ``skip_bad`` it is left out
 and counted instead. Errors travel back from a worker as text in the unit, so the main
@@ -35,7 +36,15 @@ from trainers.data.shardfile import (
     sample_label,
 )
 
-__all__ = ["ReadSettings", "Samples", "ShardReader", "UnitDataset", "images_to_tensor"]
+__all__ = [
+    "ReadSettings",
+    "Samples",
+    "ShardReader",
+    "UnitDataset",
+    "crop_images",
+    "images_to_tensor",
+    "normalise",
+]
 
 OPEN_SHARDS = 8  # shard files a reader keeps open (a window spans a few)
 INDEXED_SHARDS = 4  # shard indexes a reader of whole splits remembers (~0.6 KB a sample)
@@ -284,14 +293,24 @@ def _remember(memo: OrderedDict[int, Any], key: int, value: Any, keep: int) -> A
     return None
 
 
-def images_to_tensor(
-    pixels: np.ndarray, settings: ReadSettings, draws: np.ndarray | None = None
+def crop_images(
+    pixels: np.ndarray,
+    settings: ReadSettings,
+    draws: np.ndarray | None = None,
+    *,
+    shared: bool = False,
 ) -> torch.Tensor:
-    """(N, H, W, C) uint8 -> (N, C, H, W) float32, normalised with the manifest's mean and
-    std. `draws` ((N, 3): dy, dx, flip): random crops of the zero-padded image (padding
-    ``settings.pad``) and horizontal flips."""
+    """(N, H, W, C) uint8 -> (N, C, H, W) uint8. `draws` ((N, 3): dy, dx, flip): random
+    crops of the zero-padded image (padding ``settings.pad``) and horizontal flips. `shared`:
+    written straight into shared memory, as a DataLoader worker returns it (pickling it for
+    the main process would copy it there). Workers return uint8 and the main process
+    normalises (:func:`normalise`): a fresh page of shared memory costs its first writer a
+    fault, ~10 us a 32x32 RGB image in float32 (4x the bytes), more than the normalising."""
     count, height, width, channels = pixels.shape
-    out = np.empty((count, channels, height, width), dtype=np.float32)
+    tensor = torch.empty((count, channels, height, width), dtype=torch.uint8)
+    if shared:
+        tensor.share_memory_()
+    out = tensor.numpy()
     if draws is None:
         out[...] = pixels.transpose(0, 3, 1, 2)
     else:
@@ -300,21 +319,35 @@ def images_to_tensor(
         for i, (dy, dx, flip) in enumerate(draws.tolist()):
             window = padded[i, :, dy : dy + height, dx : dx + width]
             out[i] = window[:, :, ::-1] if flip else window
-    # In place, in float32, in this order: (x / 255 - mean) / std. numpy, not torch: on a
-    # busy machine torch's two-thread kernels on arrays this small took 250x longer than one
-    # thread (measured), and the main process has two.
+    return tensor
+
+
+def normalise(images: torch.Tensor, settings: ReadSettings) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> float32, with the manifest's mean and std: in float32, in this
+    order, (x / 255 - mean) / std. In numpy, not torch: on a busy machine torch's two-thread
+    kernels on arrays this small took 250x longer than one thread (measured), and the main
+    process has two."""
+    out = images.numpy().astype(np.float32)
     out /= np.float32(255)
     out -= np.asarray(settings.mean, dtype=np.float32).reshape(1, -1, 1, 1)
     out /= np.asarray(settings.std, dtype=np.float32).reshape(1, -1, 1, 1)
     return torch.from_numpy(out)
 
 
+def images_to_tensor(
+    pixels: np.ndarray, settings: ReadSettings, draws: np.ndarray | None = None
+) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) float32: :func:`crop_images`, then :func:`normalise`."""
+    return normalise(crop_images(pixels, settings, draws), settings)
+
+
 class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """What a DataLoader worker decodes: ``dataset[(epoch, start, stop)]`` is that slice of
     emitted positions of the rank's stream, as a dict: ``epoch``, ``positions`` (those
-    returned: all of them unless skip_bad dropped some; numpy), ``x`` (a tensor), ``y`` and
-    ``corrupted`` (numpy; corrupted None: unknown), ``keys``, ``skipped`` (error texts) and ``error`` (text of the DataError that
-    stopped the unit; None if it did not)."""
+    returned: all of them unless skip_bad dropped some; numpy), ``x`` (a uint8 tensor, not
+    normalised), ``y`` and ``corrupted`` (numpy; corrupted None: unknown), ``keys``,
+    ``skipped`` (error texts) and ``error`` (text of the DataError that stopped the unit; None
+    if it did not)."""
 
     def __init__(self, settings: ReadSettings, order: StreamOrder, unit: int) -> None:
         # Two consecutive units of at most `unit` positions read from the shards their windows
@@ -327,6 +360,10 @@ class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
 
     def __len__(self) -> int:  # units are addressed by (epoch, start, stop), never by 0..len-1
         raise TypeError("a UnitDataset is indexed by (epoch, start, stop)")
+
+    @property
+    def in_worker(self) -> bool:
+        return torch.utils.data.get_worker_info() is not None
 
     def __getitem__(self, unit: tuple[int, int, int]) -> dict[str, Any]:
         try:
@@ -357,7 +394,7 @@ class UnitDataset(torch.utils.data.Dataset[dict[str, Any]]):
         return {
             "epoch": epoch,
             "positions": positions,
-            "x": images_to_tensor(samples.pixels, settings, draws),
+            "x": crop_images(samples.pixels, settings, draws, shared=self.in_worker),
             "y": samples.labels,
             "corrupted": samples.corrupted if settings.corruption_known else None,
             "keys": samples.keys,

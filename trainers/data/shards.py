@@ -34,18 +34,24 @@ from trainers.data.mnist1d import check_count
 from trainers.data.registry import DatasetConfig
 from trainers.data.seeding import Seed, check_seed
 from trainers.data.shard_order import StreamOrder
-from trainers.data.shard_reader import ReadSettings, ShardReader, UnitDataset, images_to_tensor
+from trainers.data.shard_reader import (
+    ReadSettings,
+    ShardReader,
+    UnitDataset,
+    images_to_tensor,
+    normalise,
+)
 from trainers.data.sources import check_state
 from trainers.data.splits import DatasetFacts, Splits
 
 __all__ = ["ShardSource", "ShardsConfig", "describe_shards", "shard_splits"]
 
 MAX_UNIT = 4096  # samples a worker decodes per request, at most
-# Bytes of decoded images a worker returns per request, about: each request costs the main
-# process a round trip to the worker for the shared memory (a few ms while the step keeps the
-# cores busy), so small images come in units of several draws (bench_shards.py). Memory in
-# flight: workers x prefetch x UNIT_BYTES.
-UNIT_BYTES = 24 * 2**20
+# Bytes of decoded images (uint8) a worker returns per request, about: each request costs the
+# main process a round trip to the worker for the shared memory (a few ms while the step keeps
+# the cores busy), so small images come in units of several draws (bench_shards.py: 2048
+# 32x32 RGB images). Memory in flight: workers x prefetch x UNIT_BYTES.
+UNIT_BYTES = 6 * 2**20
 SKIP_MESSAGES = 10  # skipped samples whose error is printed; the rest are only counted
 
 
@@ -314,10 +320,11 @@ class ShardSource:
                 self._buffer.popleft()
                 self._taken = 0
         self.examples_seen += n
-        if len(parts) == 1:  # views of one unit: no copy (rows never served twice)
-            x, y = parts[0]
+        if len(parts) == 1:  # views of one unit (rows never served twice)
+            images, y = parts[0]
         else:
-            x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            images, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        x = normalise(images, self.settings)
         corrupted = torch.cat(corrupted_parts) if self.corruption_known else None
         return x, y, corrupted, keys
 
@@ -332,7 +339,7 @@ class ShardSource:
 
     def _next_unit(self, n: int) -> dict[str, Any]:
         if self._units is None:
-            sample_bytes = 4 * math.prod(self.settings.output_shape)  # float32
+            sample_bytes = math.prod(self.settings.output_shape)  # uint8
             self._unit_size = min(MAX_UNIT, max(n, UNIT_BYTES // sample_bytes))
             self._units = self._start(self._unit_size)
         unit = next(self._units)
