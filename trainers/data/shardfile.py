@@ -21,9 +21,11 @@ import json
 import os
 import sys
 import tarfile
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -62,14 +64,61 @@ class ShardSample:
     fields: dict[str, Member]
 
 
-@dataclass(frozen=True)
 class IndexedShard:
-    """A shard's samples in file order. ``truncated``: the file ends inside a member, so the
+    """A shard's samples in file order, compactly: a key per sample, and per member its field,
+    offset and size (about 0.15 KB a sample; ``samples[i]`` builds sample i's
+    :class:`ShardSample` when it is read). ``truncated``: the file ends inside a member, so the
     samples from that one on are missing (named in the error, or skipped with skip_bad)."""
 
-    path: Path
-    samples: list[ShardSample]
-    truncated: bool = False
+    def __init__(
+        self,
+        path: Path,
+        keys: list[str],
+        starts: list[int],
+        fields: list[str],
+        offsets: list[int],
+        sizes: list[int],
+        truncated: bool = False,
+    ) -> None:
+        self.path, self.truncated = path, truncated
+        self.keys = keys  # per sample
+        self.starts = array("q", starts)  # sample i's members: starts[i]..starts[i + 1] - 1
+        self.fields = fields  # per member, interned ("png" is one string for all samples)
+        self.offsets, self.sizes = array("q", offsets), array("q", sizes)
+
+    @property
+    def samples(self) -> _Samples:
+        return _Samples(self)
+
+    def sample(self, index: int) -> ShardSample:
+        members = range(self.starts[index], self.starts[index + 1])
+        return ShardSample(
+            self.keys[index],
+            {self.fields[j]: Member(self.offsets[j], self.sizes[j]) for j in members},
+        )
+
+
+class _Samples(Sequence[ShardSample]):
+    """An indexed shard's samples as a sequence, each built when it is asked for."""
+
+    def __init__(self, shard: IndexedShard) -> None:
+        self._shard = shard
+
+    def __len__(self) -> int:
+        return len(self._shard.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> ShardSample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ShardSample]: ...
+    def __getitem__(self, index: int | slice) -> ShardSample | list[ShardSample]:
+        if isinstance(index, slice):
+            return [self._shard.sample(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._shard.sample(index)
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -96,30 +145,49 @@ def index_shard(path: Path) -> IndexedShard:
         members = _tarfile_members(path)
     except OSError as err:  # a folder, no permission, an I/O error
         raise DataError(f"shard {str(path)!r} cannot be read ({err})") from err
-    samples: list[ShardSample] = []
-    current: tuple[str, dict[str, Member]] | None = None
-    for name, member in members.found:
+    keys: list[str] = []
+    starts: list[int] = []
+    fields: list[str] = []
+    intern = sys.intern
+    for j, name in enumerate(members.names):
         key, ext = split_name(name)
-        if current is None or current[0] != key:
-            if current is not None:
-                samples.append(ShardSample(*current))
-            current = (key, {})
-        current[1][sys.intern(ext)] = member  # one "png" string for all samples
+        if not keys or keys[-1] != key:
+            keys.append(key)
+            starts.append(j)
+        fields.append(intern(ext))
+    count = len(fields)
     # A sample cut by the end of the file is missing; the one before the cut is whole.
-    if current is not None and members.truncated:
+    if keys and members.truncated:
         cut_key = None if members.cut is None else split_name(members.cut)[0]
-        if cut_key in (None, current[0]):
-            current = None
-    if current is not None:
-        samples.append(ShardSample(*current))
-    return IndexedShard(path, samples, members.truncated)
+        if cut_key in (None, keys[-1]):
+            keys.pop()
+            count = starts.pop()
+    starts.append(count)
+    return IndexedShard(
+        path,
+        keys,
+        starts,
+        fields[:count],
+        members.offsets[:count],
+        members.sizes[:count],
+        members.truncated,
+    )
 
 
 @dataclass
 class _Members:
-    found: list[tuple[str, Member]]  # regular files, in order
-    truncated: bool  # the file ends inside a header or a member
+    """Regular-file members in file order: their names, data offsets and sizes."""
+
+    names: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    truncated: bool = False  # the file ends inside a header or a member
     cut: str | None = None  # the name of the member cut short (None: unknown)
+
+    def add(self, name: str, offset: int, size: int) -> None:
+        self.names.append(name)
+        self.offsets.append(offset)
+        self.sizes.append(size)
 
 
 class _NotPlainUstar(Exception):
@@ -138,7 +206,8 @@ def _ustar_members(fd: int, size: int) -> _Members:
     checked together at the end (a bad one anywhere sends the file to tarfile, as a
     non-ustar header does): about 6x faster than one pread and check per header, 60x faster
     than tarfile (benchmarks/bench_shards.py)."""
-    found: list[tuple[str, Member]] = []
+    found = _Members()
+    names, offsets, sizes = found.names, found.offsets, found.sizes
     headers: list[bytes] = []
     chunk, start = b"", 0  # chunk holds the file's bytes from `start` on
     offset = 0
@@ -148,7 +217,7 @@ def _ustar_members(fd: int, size: int) -> _Members:
             chunk, start, at = os.pread(fd, _CHUNK, offset), offset, 0
         header = chunk[at : at + _BLOCK]
         if header == _ZERO_BLOCK:  # end-of-archive marker
-            return _checked(headers, _Members(found, truncated=False))
+            return _checked(headers, found)
         headers.append(header)
         try:
             length = int(header[124:136].rstrip(b" \0") or b"0", 8)
@@ -163,11 +232,15 @@ def _ustar_members(fd: int, size: int) -> _Members:
             name = header[345:500].split(b"\0", 1)[0] + b"/" + name
         text = name.decode("utf-8", "replace")
         if data + length > size:
-            return _checked(headers, _Members(found, truncated=True, cut=text))
+            found.truncated, found.cut = True, text
+            return _checked(headers, found)
         if kind != b"5":  # not a folder
-            found.append((text, Member(data, length)))
+            names.append(text)
+            offsets.append(data)
+            sizes.append(length)
         offset = data + (length + _BLOCK - 1) // _BLOCK * _BLOCK
-    return _checked(headers, _Members(found, truncated=offset < size))
+    found.truncated = offset < size
+    return _checked(headers, found)
 
 
 _ZERO_BLOCK = bytes(_BLOCK)
@@ -197,19 +270,21 @@ def _tarfile_members(path: Path) -> _Members:
         archive = tarfile.open(path, mode="r:")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as err:
         raise DataError(f"shard {str(path)!r} is not a readable tar file ({err})") from err
-    found: list[tuple[str, Member]] = []
+    found = _Members()
     with archive:
         while True:
             try:
                 info = archive.next()
             except tarfile.TarError:  # a header cut short or corrupt: the rest is unreadable
-                return _Members(found, truncated=True)
+                found.truncated = True
+                return found
             if info is None:
-                return _Members(found, truncated=False)
+                return found
             if info.offset_data + info.size > size:
-                return _Members(found, truncated=True, cut=info.name)
+                found.truncated, found.cut = True, info.name
+                return found
             if info.isfile():
-                found.append((info.name, Member(info.offset_data, info.size)))
+                found.add(info.name, info.offset_data, info.size)
 
 
 def read_member(fd: int, member: Member) -> bytes:
