@@ -24,7 +24,7 @@ from trainers.data import shards as shards_module
 from trainers.data.corruptions import hashed_label_noise
 from trainers.data.manifest import read_manifest
 from trainers.data.pack import pack
-from trainers.data.shard_reader import ReadSettings, images_to_tensor
+from trainers.data.shard_reader import ReadSettings, crop_images, images_to_tensor, normalise
 from trainers.data.shardfile import index_shard
 from trainers.data.shards import ShardsConfig, ShardSource, describe_shards, shard_splits
 from trainers.loop import Interrupted, RunContext, train
@@ -166,6 +166,11 @@ def test_images_become_normalised_crops_and_flips_of_the_padded_image() -> None:
                 ]
                 image = image.flip(2) if flip else image
             assert torch.equal(out[i], (image.float() / 255 - mean) / std)
+    # What a worker hands over: the same crops as uint8, already in shared memory (pickling
+    # it for the main process then copies nothing), normalised by the main process.
+    crops = crop_images(pixels, settings, draws, shared=True)
+    assert crops.dtype == torch.uint8 and crops.is_shared()
+    assert torch.equal(normalise(crops, settings), images_to_tensor(pixels, settings, draws))
 
 
 def test_a_worker_indexes_each_shard_once_an_epoch_and_keeps_only_what_it_reads_next(
