@@ -307,9 +307,12 @@ def crop_images(
     normalises (:func:`normalise`): a fresh page of shared memory costs its first writer a
     fault, ~10 us a 32x32 RGB image in float32 (4x the bytes), more than the normalising."""
     count, height, width, channels = pixels.shape
-    tensor = torch.empty((count, channels, height, width), dtype=torch.uint8)
-    if shared:
-        tensor.share_memory_()
+    shape = (count, channels, height, width)
+    if shared:  # allocated there, as torch's default_collate does in a worker
+        storage = torch.UntypedStorage._new_shared(count * channels * height * width)
+        tensor = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    else:
+        tensor = torch.empty(shape, dtype=torch.uint8)
     out = tensor.numpy()
     if draws is None:
         out[...] = pixels.transpose(0, 3, 1, 2)

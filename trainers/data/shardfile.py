@@ -66,7 +66,7 @@ class ShardSample:
 
 class IndexedShard:
     """A shard's samples in file order, compactly: a key per sample, and per member its field,
-    offset and size (about 0.15 KB a sample; ``samples[i]`` builds sample i's
+    offset and size (about 0.14 KB a sample; ``samples[i]`` builds sample i's
     :class:`ShardSample` when it is read). ``truncated``: the file ends inside a member, so the
     samples from that one on are missing (named in the error, or skipped with skip_bad)."""
 
@@ -91,6 +91,8 @@ class IndexedShard:
         return _Samples(self)
 
     def sample(self, index: int) -> ShardSample:
+        if not 0 <= index < len(self.keys):
+            raise IndexError(f"sample {index} of a shard of {len(self.keys)}")
         members = range(self.starts[index], self.starts[index + 1])
         return ShardSample(
             self.keys[index],
@@ -114,11 +116,7 @@ class _Samples(Sequence[ShardSample]):
     def __getitem__(self, index: int | slice) -> ShardSample | list[ShardSample]:
         if isinstance(index, slice):
             return [self._shard.sample(i) for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        return self._shard.sample(index)
+        return self._shard.sample(index + len(self) if index < 0 else index)
 
 
 def split_name(name: str) -> tuple[str, str]:
