@@ -16,6 +16,7 @@ process raises the same one-line DataError as when it reads the shard itself.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,7 +310,7 @@ def crop_images(
     count, height, width, channels = pixels.shape
     shape = (count, channels, height, width)
     if shared:  # allocated there, as torch's default_collate does in a worker
-        storage = torch.UntypedStorage._new_shared(count * channels * height * width)
+        storage = torch.UntypedStorage._new_shared(math.prod(shape))  # bytes: uint8
         tensor = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
     else:
         tensor = torch.empty(shape, dtype=torch.uint8)

@@ -205,7 +205,6 @@ def _ustar_members(fd: int, size: int) -> _Members:
     non-ustar header does): about 6x faster than one pread and check per header, 60x faster
     than tarfile (benchmarks/bench_shards.py)."""
     found = _Members()
-    names, offsets, sizes = found.names, found.offsets, found.sizes
     headers: list[bytes] = []
     chunk, start = b"", 0  # chunk holds the file's bytes from `start` on
     offset = 0
@@ -233,9 +232,7 @@ def _ustar_members(fd: int, size: int) -> _Members:
             found.truncated, found.cut = True, text
             return _checked(headers, found)
         if kind != b"5":  # not a folder
-            names.append(text)
-            offsets.append(data)
-            sizes.append(length)
+            found.add(text, data, length)
         offset = data + (length + _BLOCK - 1) // _BLOCK * _BLOCK
     found.truncated = offset < size
     return _checked(headers, found)
