@@ -246,9 +246,11 @@ def test_batch_png_decoding_gives_pillows_pixels_and_leaves_the_rest(
     monkeypatch: pytest.MonkeyPatch, channels: int
 ) -> None:
     """decode_pngs decodes the plain PNGs of the size asked for into exactly Pillow's pixels
-    (several per band, image data split over IDAT chunks, ancillary chunks) and leaves every
-    other image for decode_image: other kinds and sizes, a failing CRC, image data that does
-    not inflate or inflates to too few pixels, JPEG and .npy."""
+    (data pack's in numpy; Pillow's, several per band; image data split over IDAT chunks,
+    ancillary chunks, a deflate bomb without inflating it whole) and leaves every other image
+    for decode_image: other kinds and sizes, a failing CRC, image data that does not inflate
+    or inflates to too few pixels, an unknown filter type, JPEG and .npy."""
+    import tracemalloc
     import zlib
 
     from PIL import Image, PngImagePlugin
@@ -277,6 +279,14 @@ def test_batch_png_decoding_gives_pillows_pixels_and_leaves_the_rest(
         "half the rows": _with_idat(
             plain(9), lambda d: [zlib.compress(raw_rows[: len(raw_rows) // 2])]
         ),
+        # 97 KB of image data that inflates to 100 MB: only the rows are ever inflated.
+        "a deflate bomb": _with_idat(plain(12), lambda d: [zlib.compress(bytes(10**8), 9)]),
+        "data pack's (None, Sub, Up rows)": encode_image(
+            np.random.default_rng(10).integers(0, 256, shape, dtype=np.uint8), "png"
+        ),
+        "data pack's, a smooth image": encode_image(
+            np.linspace(0, 255, np.prod(shape)).astype(np.uint8).reshape(shape), "png"
+        ),
     }
     crc = bytearray(plain(5))
     crc[-20] ^= 0x01
@@ -288,6 +298,9 @@ def test_batch_png_decoding_gives_pillows_pixels_and_leaves_the_rest(
         "not deflate": _with_idat(plain(6), lambda d: [b"\x78\x9c" + bytes(60)]),
         "deflate cut short": _with_idat(plain(7), lambda d: [d[: len(d) // 2]]),
         "cut short": plain(8)[:-30],
+        "filter type 5": _with_idat(
+            plain(11), lambda d: [zlib.compress(bytes([5]) + raw_rows[1:])]
+        ),
         "jpeg": encode_image(np.zeros(shape, np.uint8), "jpg"),
         "npy": encode_image(np.zeros(shape, np.uint8), "npy"),
     }
@@ -295,7 +308,13 @@ def test_batch_png_decoding_gives_pillows_pixels_and_leaves_the_rest(
     order = rng.permutation(len(names))
     data = [{**fast, **rest}[names[i]] for i in order]
     monkeypatch.setattr(images, "BATCH_BYTES", 2 * 24 * 32 * 4)  # bands of 2 images
-    pixels, left = decode_pngs(data, channels, 24, 32)
+    tracemalloc.start()
+    try:
+        pixels, left = decode_pngs(data, channels, 24, 32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 << 20, peak  # the bomb inflated whole would be 100 MB
     assert pixels.shape == (len(names), *shape) and pixels.dtype == np.uint8
     assert sorted(names[order[i]] for i in left) == sorted(rest)
     for i, name in enumerate(names[j] for j in order):
@@ -304,6 +323,49 @@ def test_batch_png_decoding_gives_pillows_pixels_and_leaves_the_rest(
         else:
             assert not pixels[i].any(), name
     assert decode_pngs([], channels, 24, 32)[0].shape == (0, *shape)
+
+
+@pytest.mark.parametrize("inflate", ["isal", "zlib"])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_data_packs_pngs_are_decoded_in_numpy_to_what_pillow_reads(
+    monkeypatch: pytest.MonkeyPatch, channels: int, inflate: str
+) -> None:
+    """The PNGs data pack writes hold only None, Sub and Up rows (all three appear), Pillow
+    reads back the pixels, and decode_pngs decodes them without Pillow's decoder (patched
+    away here), with ISA-L's inflate or, where it is absent, zlib's."""
+    import zlib
+
+    from PIL import Image
+
+    from trainers.data import images
+    from trainers.data.images import decode_pngs, encode_image, plain_png
+
+    rng = np.random.default_rng(2)
+    shape = (20, 12, channels)
+    walk = np.cumsum(rng.integers(-3, 4, (8, *shape)), axis=2) + 128
+    pixels = np.concatenate(
+        [
+            rng.integers(0, 256, (8, *shape)),  # noise: None rows
+            np.clip(walk, 0, 255),  # smooth along rows: Sub
+            np.broadcast_to(rng.integers(0, 256, (8, 1, *shape[1:])), (8, *shape)),  # Up
+            np.zeros((2, *shape)),
+        ]
+    ).astype(np.uint8)
+    data = [encode_image(p, "png") for p in pixels]
+    mode = "L" if channels == 1 else "RGB"
+    kinds: set[int] = set()
+    for png, p in zip(data, pixels, strict=True):
+        found = plain_png(png, mode)
+        assert found is not None
+        kinds |= set(zlib.decompress(found.data)[:: 1 + shape[1] * channels])
+        assert np.array_equal(_pillow_pixels(png, channels), p)
+    assert kinds == {0, 1, 2}
+    if inflate == "zlib":
+        monkeypatch.setattr(images, "inflater", zlib.decompressobj)
+        monkeypatch.setattr(images, "INFLATE_ERRORS", (zlib.error,))
+    monkeypatch.setattr(Image, "_getdecoder", None)  # what Pillow would decode comes back left
+    decoded, left = decode_pngs(data, channels, *shape[:2])
+    assert left == [] and np.array_equal(decoded, pixels)
 
 
 def test_pack_cifar10_batches(tmp_path: Path) -> None:
